@@ -1,0 +1,120 @@
+# Build orchestration for the zero-grad recipes site. `make help` lists the targets.
+
+PYTHON      ?= python3
+VENV        ?= .venv
+BUILDDIR    ?= _build
+LANGUAGES   := en zh
+# CIFAR-10 for the build: an image-folder archive (.tar.gz), an image folder, or
+# empty to let torchvision download it. The default is the copy beside the repo.
+CIFAR10     ?= $(firstword $(wildcard ../shared/data/cifar10-images.tar.gz))
+# Only execute recipes whose file name matches this (e.g. RECIPE=zeroing_out_gradients).
+RECIPE      ?=
+SPHINXOPTS  ?=
+PORT        ?= 8000
+
+BIN         := $(VENV)/bin
+DATA_DIR    := _build/data/cifar10
+SPHINXBUILD := $(BIN)/sphinx-build -b html -W --keep-going -q $(SPHINXOPTS)
+ifneq ($(RECIPE),)
+SPHINXBUILD += -D sphinx_gallery_conf.filename_pattern='$(RECIPE)'
+endif
+
+# Each language builds in its own process, one CPU thread each, and `make html`
+# runs the two side by side: a mini-batch of 4 images is too small for a second
+# thread to speed up, while a second process doubles the throughput.
+export OMP_NUM_THREADS ?= 1
+export MPLBACKEND      := Agg
+export PYTHONHASHSEED  := 0
+
+ifeq ($(suffix $(CIFAR10)),.gz)
+DATA_DEPS := $(DATA_DIR)/.complete
+export CIFAR10_ROOT := $(abspath $(DATA_DIR))
+else ifneq ($(CIFAR10),)
+export CIFAR10_ROOT := $(abspath $(CIFAR10))
+else
+export CIFAR10_ROOT := $(abspath _build/data/download)
+endif
+
+.PHONY: help html html-en html-zh html-noplot serve data venv test test-browser \
+        linkcheck-external benchmark clean
+
+help:
+	@echo "make html            build both languages, executing every recipe (creates the venv, gets the data)"
+	@echo "make html-en|html-zh build one language"
+	@echo "make html RECIPE=x   execute only the recipes whose file name matches x"
+	@echo "make html-noplot     build without executing any recipe (fast, no outputs)"
+	@echo "make serve           serve _build/html on http://127.0.0.1:$(PORT)/"
+	@echo "make test            run the test suite (smoke mode: seconds, no data needed)"
+	@echo "make test-browser    only the checks that drive a headless browser"
+	@echo "make benchmark       time the build and the training against the classic recipe"
+	@echo "make clean           remove everything generated"
+
+# -- Environment -------------------------------------------------------------
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: requirements.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	touch $@
+
+# -- Data --------------------------------------------------------------------
+# The archive is checked and unpacked next to its final place, then renamed, so
+# an interrupted extraction never leaves a folder that looks complete.
+
+data: $(DATA_DEPS)
+
+$(DATA_DIR)/.complete: $(CIFAR10)
+	@test -f "$<" || { echo "CIFAR10=$< is not a file" >&2; exit 1; }
+	rm -rf $(DATA_DIR) $(DATA_DIR).partial
+	mkdir -p $(DATA_DIR).partial
+	@if [ -f "$<.sha256" ]; then \
+	  echo "checking $<"; \
+	  echo "$$(cut -d' ' -f1 "$<.sha256")  $<" | sha256sum --check --quiet || \
+	    { echo "error: $< does not match its checksum $<.sha256" >&2; exit 1; }; \
+	fi
+	tar -xzf "$<" -C $(DATA_DIR).partial || \
+	  { echo "error: could not extract $< (truncated or not a .tar.gz?)" >&2; rm -rf $(DATA_DIR).partial; exit 1; }
+	touch $(DATA_DIR).partial/.complete
+	mv $(DATA_DIR).partial $(DATA_DIR)
+
+# -- Site --------------------------------------------------------------------
+# Sphinx-Gallery writes generated pages into the source tree, so each build
+# works on a copy of docs/<lang> under $(BUILDDIR)/src: the smoke-mode site the
+# tests build can never mix its outputs with the real one.
+
+html: venv data
+	$(MAKE) --no-print-directory -j2 html-en html-zh
+	@echo "Built $(BUILDDIR)/html/index.html"
+
+html-en html-zh: html-%: venv data
+	mkdir -p $(BUILDDIR)/src/$*
+	cp -a docs/$*/. $(BUILDDIR)/src/$*/
+	$(SPHINXBUILD) -t lang_$* -c . -d $(BUILDDIR)/doctrees/$* \
+	  $(BUILDDIR)/src/$* $(BUILDDIR)/html/$*
+	cp docs/index.html $(BUILDDIR)/html/index.html
+
+# A separate tree: pages built without running must never be taken for run ones.
+html-noplot:
+	$(MAKE) --no-print-directory html BUILDDIR=_build/noplot CIFAR10= \
+	  SPHINXOPTS="-D plot_gallery=0 $(SPHINXOPTS)"
+
+serve:
+	$(BIN)/python -m http.server --bind 127.0.0.1 --directory $(BUILDDIR)/html $(PORT)
+
+# -- Checks ------------------------------------------------------------------
+
+test: venv
+	$(BIN)/python -m pytest
+
+test-browser: venv
+	$(BIN)/python -m pytest -m browser
+
+linkcheck-external: venv
+	-$(BIN)/python -m pytest -m external --run-external
+
+benchmark: venv data
+	$(BIN)/python benchmarks/build_and_train.py
+
+clean:
+	rm -rf _build

@@ -1,0 +1,154 @@
+"""Sphinx configuration shared by both languages of the zero-grad recipes site.
+
+One conf.py serves both trees. The language comes from a build tag, so the
+Makefile builds English with ``-t lang_en docs/en _build/html/en`` and Chinese
+with ``-t lang_zh docs/zh _build/html/zh``; English is the default.
+"""
+
+import os
+from pathlib import Path
+
+import matplotlib
+from sphinx_gallery import downloads, gen_rst
+
+ROOT = Path(__file__).resolve().parent
+LANG = "zh" if tags.has("lang_zh") else "en"  # noqa: F821  (Sphinx injects ``tags``)
+OTHER_LANG = {"en": "zh", "zh": "en"}[LANG]
+
+# Reading order of the gallery: mechanics, consequence, flagship, accumulation
+# on purpose, pitfalls. A recipe missing from this list is appended at the end.
+RECIPE_ORDER = [
+    "gradients_accumulate.py",
+    "linear_regression_without_zero_grad.py",
+    "zeroing_out_gradients.py",
+    "gradient_accumulation.py",
+    "zero_grad_pitfalls.py",
+]
+
+# -- Project -----------------------------------------------------------------
+
+project = {"en": "Zero-grad recipes", "zh": "梯度清零实践"}[LANG]
+author = "The zero-grad recipes authors"
+copyright = "2026, " + author
+language = {"en": "en", "zh": "zh_CN"}[LANG]
+root_doc = "index"
+
+extensions = ["sphinx_gallery.gen_gallery"]
+templates_path = [str(ROOT / "docs" / "_templates")]
+html_static_path = [str(ROOT / "docs" / "_static")]
+html_css_files = ["site.css"]
+exclude_patterns = ["recipes/*.ipynb", "recipes/*.py", "recipes/*.zip"]
+
+# Sphinx-Gallery's configuration holds functions (the sort key and the
+# matplotlib reset below); Sphinx cannot pickle them into its environment cache
+# and warns about it, which -W would turn into an error.
+suppress_warnings = ["config.cache"]
+
+# -- HTML --------------------------------------------------------------------
+
+html_theme = "pydata_sphinx_theme"
+html_title = project
+html_last_updated_fmt = None
+html_show_sourcelink = False
+html_context = {
+    "lang": LANG,
+    "other_lang": OTHER_LANG,
+    "other_lang_name": {"en": "English", "zh": "简体中文"}[OTHER_LANG],
+}
+html_theme_options = {
+    "navbar_end": ["language-switch", "theme-switcher"],
+    "secondary_sidebar_items": ["page-toc", "sg_download_links"],
+    "show_prev_next": True,
+    "footer_start": ["copyright"],
+    "footer_end": ["language-switch"],
+}
+html_sidebars = {"**": []}
+
+
+# -- Sphinx-Gallery ----------------------------------------------------------
+
+
+def recipe_order(path):
+    """Sort key for the gallery: the reading order above, then by name."""
+    name = Path(path).name
+    if name in RECIPE_ORDER:
+        return (RECIPE_ORDER.index(name), name)
+    return (len(RECIPE_ORDER), name)
+
+
+def reset_matplotlib(gallery_conf, fname):
+    """Reset matplotlib before each recipe, keeping a CJK fallback font.
+
+    Sphinx-Gallery's own reset restores matplotlib's built-in defaults, which
+    have no Chinese glyphs. DejaVu Sans stays first so Latin text looks the
+    same in both languages; Noto Sans CJK SC supplies the Chinese characters.
+    """
+    matplotlib.pyplot.rcdefaults()
+    if LANG == "zh":
+        matplotlib.rcParams["font.family"] = ["DejaVu Sans", "Noto Sans CJK SC"]
+
+
+FIRST_NOTEBOOK_CELL = {
+    "en": (
+        "# Running in Colab or a fresh Jupyter kernel? Install the requirements first:\n"
+        "# %pip install torch torchvision matplotlib\n"
+        "%matplotlib inline"
+    ),
+    "zh": (
+        "# 在 Colab 或新的 Jupyter 内核中运行？请先安装依赖：\n"
+        "# %pip install torch torchvision matplotlib\n"
+        "%matplotlib inline\n"
+        "# 图中的中文需要中文字体；下面按顺序选用本机已安装的第一个。\n"
+        "import matplotlib.pyplot as plt\n"
+        "from matplotlib import font_manager\n"
+        "_installed = {f.name for f in font_manager.fontManager.ttflist}\n"
+        "_cjk = ['Noto Sans CJK SC', 'Source Han Sans SC', 'Microsoft YaHei', 'PingFang SC', 'SimHei']\n"
+        "plt.rcParams['font.family'] = ['DejaVu Sans'] + [f for f in _cjk if f in _installed]"
+    ),
+}[LANG]
+
+sphinx_gallery_conf = {
+    "examples_dirs": str(ROOT / "recipes" / LANG),
+    "gallery_dirs": "recipes",
+    "filename_pattern": r"\.py$",
+    "within_subsection_order": recipe_order,
+    "reset_modules": (reset_matplotlib,),
+    "first_notebook_cell": FIRST_NOTEBOOK_CELL,
+    "download_all_examples": True,
+    "abort_on_example_error": os.environ.get("RECIPES_KEEP_GOING") != "1",
+    "show_signature": False,
+    "write_computation_times": False,
+    "min_reported_time": 0,
+    "capture_repr": (),
+    "matplotlib_animations": False,
+    "remove_config_comments": True,
+}
+
+# -- Chinese strings for Sphinx-Gallery ---------------------------------------
+# Sphinx-Gallery has no translations: its reader-facing strings are module-level
+# reST templates, formatted when a page is written. The Chinese build swaps in
+# translated templates with the same placeholders.
+
+
+
+def translate_template(module, name, english, chinese):
+    """Replace one English phrase in a Sphinx-Gallery template, or fail loudly."""
+    template = getattr(module, name)
+    if english not in template:
+        raise RuntimeError(f"Sphinx-Gallery's {name} changed; update its translation in conf.py")
+    setattr(module, name, template.replace(english, chinese))
+
+
+if LANG == "zh":
+    for module, name, english, chinese in [
+        (gen_rst, "EXAMPLE_HEADER", ":ref:`Go to the end <sphx_glr_download_{1}>`\n        to download the full example code{2}",
+         ":ref:`跳到页尾 <sphx_glr_download_{1}>` 下载完整的示例代码{2}"),
+        (gen_rst, "TIMING_CONTENT", "**Total running time of the script:** ({0:.0f} minutes {1:.3f} seconds)",
+         "**脚本总运行时间：** {0:.0f} 分 {1:.3f} 秒"),
+        (gen_rst, "NOTEBOOK_DOWNLOAD", "Download Jupyter notebook:", "下载 Jupyter 笔记本："),
+        (gen_rst, "CODE_DOWNLOAD", "Download {1} source code:", "下载 Python 源代码："),
+        (gen_rst, "ZIP_DOWNLOAD", "Download zipped:", "下载压缩包："),
+        (downloads, "CODE_ZIP_DOWNLOAD", "Download all examples {0} source code:", "下载全部示例的 Python 源代码："),
+        (downloads, "NOTEBOOK_ZIP_DOWNLOAD", "Download all examples in Jupyter notebooks:", "下载全部示例的 Jupyter 笔记本："),
+    ]:
+        translate_template(module, name, english, chinese)

@@ -1,0 +1,116 @@
+"""Shared fixtures: run recipes in smoke mode and build the smoke-mode site.
+
+Everything here runs in fresh processes, as a reader or the build would: a
+recipe is executed by a new interpreter, the site by `make`.
+"""
+
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+RECIPES = REPO / "recipes"
+LANGUAGES = ("en", "zh")
+RECIPE_NAMES = sorted(p.stem for p in (RECIPES / "en").glob("*.py"))
+SMOKE_BUILDDIR = REPO / "_build" / "smoke"
+SMOKE_SITE = SMOKE_BUILDDIR / "html"
+
+# Runs a script as __main__ under the Agg backend, the way Sphinx-Gallery does,
+# then saves every figure it left open. For Chinese recipes it uses the same
+# fonts as the site build (see reset_matplotlib in conf.py), so a missing glyph
+# shows up as a "missing from font" warning on stderr.
+RUNNER = r"""
+import runpy, sys, warnings
+from pathlib import Path
+import matplotlib
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+script, figure_dir, lang = sys.argv[1], Path(sys.argv[2]), sys.argv[3]
+if lang == "zh":
+    plt.rcParams["font.family"] = ["DejaVu Sans", "Noto Sans CJK SC"]
+plt.show = lambda *args, **kwargs: None
+warnings.simplefilter("always", UserWarning)
+sys.argv = [script]
+runpy.run_path(script, run_name="__main__")
+figure_dir.mkdir(exist_ok=True)
+for number in plt.get_fignums():
+    plt.figure(number).savefig(figure_dir / f"figure_{number}.png")
+"""
+
+
+def smoke_env(**extra):
+    """The environment of a smoke-mode run: no data, no network needed."""
+    env = {k: v for k, v in os.environ.items() if k not in ("CIFAR10_ROOT", "PYTEST_XDIST_WORKER")}
+    env.update(ZERO_GRAD_SMOKE="1", MPLBACKEND="Agg", OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    env.update(extra)
+    return env
+
+
+@dataclass
+class ScriptRun:
+    returncode: int
+    stdout: str
+    stderr: str
+    figures: list
+
+    def check(self):
+        """Fail with the script's own output if it did not exit cleanly."""
+        assert self.returncode == 0, f"exit code {self.returncode}\n{self.stdout}\n{self.stderr}"
+        return self
+
+
+def run_script(script, workdir, lang="en", env=None, timeout=600):
+    """Run ``script`` in a fresh interpreter with ``workdir`` as its working directory."""
+    workdir = Path(workdir)
+    figure_dir = workdir / "figures"
+    result = subprocess.run(
+        [sys.executable, "-c", RUNNER, str(script), str(figure_dir), lang],
+        cwd=workdir, env=env or smoke_env(), capture_output=True, text=True, timeout=timeout,
+    )
+    figures = sorted(figure_dir.glob("*.png")) if figure_dir.is_dir() else []
+    return ScriptRun(result.returncode, result.stdout, result.stderr, figures)
+
+
+@pytest.fixture(scope="session")
+def recipe_run(tmp_path_factory):
+    """``recipe_run(name, lang)``: the smoke run of one recipe, run once per session."""
+    runs = {}
+
+    def run(name, lang):
+        if (name, lang) not in runs:
+            workdir = tmp_path_factory.mktemp(f"{name}-{lang}")
+            runs[name, lang] = run_script(RECIPES / lang / f"{name}.py", workdir, lang).check()
+        return runs[name, lang]
+
+    return run
+
+
+@pytest.fixture(scope="session")
+def smoke_site():
+    """Build both languages in smoke mode into _build/smoke with -W; return the html folder.
+
+    Tests that use this should carry ``@pytest.mark.xdist_group("smoke_site")`` so
+    that one worker builds the site once.
+    """
+    result = subprocess.run(
+        ["make", "--no-print-directory", "html", f"BUILDDIR={SMOKE_BUILDDIR}", "CIFAR10="],
+        cwd=REPO, env=smoke_env(), capture_output=True, text=True, timeout=900,
+    )
+    assert result.returncode == 0, f"smoke build failed\n{result.stdout}\n{result.stderr}"
+    return SMOKE_SITE
+
+
+def pytest_addoption(parser):
+    parser.addoption("--run-external", action="store_true", help="also check external links")
+
+
+def pytest_collection_modifyitems(config, items):
+    if not config.getoption("--run-external"):
+        skip = pytest.mark.skip(reason="external links need the internet: make linkcheck-external")
+        for item in items:
+            if "external" in item.keywords:
+                item.add_marker(skip)
