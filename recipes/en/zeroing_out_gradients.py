@@ -221,9 +221,12 @@ print(f"Finished in {time_with:.1f} s")
 #
 # Same initial weights, same batches, one line fewer. Now ``.grad`` holds the
 # sum of the gradients of every mini-batch so far, and momentum adds up those
-# ever larger sums again. The updates grow step after step: the network is soon
-# pushed far past any minimum, and its loss climbs well above the 2.3 of random
-# guessing instead of falling.
+# ever larger sums again. The updates grow step after step and the network is
+# soon pushed far past any minimum. Within the first 2,000 mini-batches the
+# printed loss is already well above the 2.3 of random guessing, and from then
+# on it jumps by many orders of magnitude from one line to the next: a single
+# oversized update is enough to send the weights to a place where the network's
+# outputs, and so its loss, are huge.
 
 net_without = Net().to(device)
 net_without.load_state_dict(initial_weights)

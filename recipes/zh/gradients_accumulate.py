@@ -1,0 +1,8 @@
+"""
+.. _gradients_accumulate:
+
+How gradients accumulate
+========================
+
+Work in progress.
+"""
