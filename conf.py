@@ -37,7 +37,10 @@ extensions = ["sphinx_gallery.gen_gallery"]
 templates_path = [str(ROOT / "docs" / "_templates")]
 html_static_path = [str(ROOT / "docs" / "_static")]
 html_css_files = ["site.css"]
-exclude_patterns = ["recipes/*.ipynb", "recipes/*.py", "recipes/*.zip"]
+# The gallery is generated into the root of each language's source tree, so
+# its index (the text of recipes/<lang>/README.rst, then the recipe cards) is
+# the landing page and each recipe is a top-level page.
+exclude_patterns = ["*.ipynb", "*.py", "*.zip"]
 
 # Sphinx-Gallery's configuration holds functions (the sort key and the
 # matplotlib reset below); Sphinx cannot pickle them into its environment cache
@@ -56,13 +59,16 @@ html_context = {
     "other_lang_name": {"en": "English", "zh": "简体中文"}[OTHER_LANG],
 }
 html_theme_options = {
+    # Navigation lives in the left sidebar (every recipe, then the glossary);
+    # the top bar keeps search, the language switch and the colour theme.
+    "navbar_center": [],
     "navbar_end": ["language-switch", "theme-switcher"],
-    "secondary_sidebar_items": ["page-toc", "sg_download_links"],
+    "secondary_sidebar_items": {"**": ["page-toc", "sg_download_links"], "index": []},
     "show_prev_next": True,
     "footer_start": ["copyright"],
     "footer_end": ["language-switch"],
 }
-html_sidebars = {"**": []}
+html_sidebars = {"index": [], "**": ["sidebar-recipes"]}
 
 
 # -- Sphinx-Gallery ----------------------------------------------------------
@@ -109,7 +115,7 @@ FIRST_NOTEBOOK_CELL = {
 
 sphinx_gallery_conf = {
     "examples_dirs": str(ROOT / "recipes" / LANG),
-    "gallery_dirs": "recipes",
+    "gallery_dirs": ".",
     "filename_pattern": r"\.py$",
     "within_subsection_order": recipe_order,
     "reset_modules": (reset_matplotlib,),

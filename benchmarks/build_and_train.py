@@ -1,0 +1,268 @@
+"""Time the site build and the flagship's training against the classic CIFAR-10 recipe.
+
+Run with ``make benchmark`` (or ``.venv/bin/python benchmarks/build_and_train.py``
+with ``CIFAR10_ROOT`` pointing at the extracted image folder). Everything is
+measured in this one run, on this machine, and printed; compare figures only
+within one run. Sections can be skipped, e.g. ``--skip build,tests``.
+
+Sections:
+
+classic    the classic pipeline trains the flagship network once: ImageFolder with
+           per-item ToTensor + Normalize, DataLoader with 2 workers, 2 epochs,
+           batch 4, SGD lr 0.001 momentum 0.9.
+flagship   the flagship recipe as a reader runs it (both training runs), in a
+           fresh interpreter.
+floor      seconds per training step: the flagship's whole loop (data loader,
+           loss.item(), bookkeeping) against forward + backward + step alone,
+           and a profile of where the loop's time goes.
+build      a clean build of both languages into _build/bench (wall time and each
+           recipe's execution time), a rebuild with nothing changed, and a
+           rebuild after editing only the prose of one recipe.
+tests      the smoke test suite (`make test`) wall time.
+"""
+
+import argparse
+import cProfile
+import io
+import json
+import os
+import pstats
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+import torch.optim as optim
+import torchvision
+import torchvision.transforms as transforms
+from torch.utils.data import DataLoader, TensorDataset
+
+REPO = Path(__file__).resolve().parents[1]
+FLAGSHIP = REPO / "recipes" / "en" / "zeroing_out_gradients.py"
+BENCH_BUILD = REPO / "_build" / "bench"
+PYTHON = sys.executable
+RESULTS = {}
+
+
+class Net(nn.Module):
+    """The flagship's network, as in the classic recipe."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 6, 5)
+        self.pool = nn.MaxPool2d(2, 2)
+        self.conv2 = nn.Conv2d(6, 16, 5)
+        self.fc1 = nn.Linear(16 * 5 * 5, 120)
+        self.fc2 = nn.Linear(120, 84)
+        self.fc3 = nn.Linear(84, 10)
+
+    def forward(self, x):
+        x = self.pool(F.relu(self.conv1(x)))
+        x = self.pool(F.relu(self.conv2(x)))
+        x = torch.flatten(x, 1)
+        x = F.relu(self.fc1(x))
+        x = F.relu(self.fc2(x))
+        return self.fc3(x)
+
+
+def report(key, seconds, note=""):
+    RESULTS[key] = seconds
+    print(f"  {key:<46}{seconds:>9.1f} s  {note}", flush=True)
+
+
+def classic(data_root):
+    """One training run of the classic pipeline: per-item transforms, 2 workers."""
+    transform = transforms.Compose([transforms.ToTensor(),
+                                    transforms.Normalize((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))])
+    start = time.perf_counter()
+    trainset = torchvision.datasets.ImageFolder(data_root / "train", transform=transform)
+    trainloader = DataLoader(trainset, batch_size=4, shuffle=True, num_workers=2)
+    torch.manual_seed(0)
+    net = Net()
+    criterion = nn.CrossEntropyLoss()
+    optimizer = optim.SGD(net.parameters(), lr=0.001, momentum=0.9)
+    for epoch in range(2):
+        running_loss = 0.0
+        for i, (inputs, labels) in enumerate(trainloader):
+            optimizer.zero_grad()
+            loss = criterion(net(inputs), labels)
+            loss.backward()
+            optimizer.step()
+            running_loss += loss.item()
+            if i % 2000 == 1999:
+                running_loss = 0.0
+    report("classic: one training run (2 epochs)", time.perf_counter() - start,
+           f"final 2000-batch loss {running_loss / 2000:.3f}" if running_loss else "")
+
+
+def flagship():
+    """The flagship recipe in a fresh interpreter, as a reader runs it."""
+    start = time.perf_counter()
+    result = subprocess.run([PYTHON, str(FLAGSHIP)], cwd=REPO, capture_output=True, text=True,
+                            env={**os.environ, "MPLBACKEND": "Agg"}, check=True)
+    total = time.perf_counter() - start
+    runs = [float(s) for s in re.findall(r"^Finished in ([\d.]+) s", result.stdout, re.M)]
+    loaded = re.search(r"^Loaded .* in ([\d.]+) s", result.stdout, re.M)
+    report("flagship: loading and decoding the data", float(loaded[1]))
+    report("flagship: training with zero_grad()", runs[0])
+    report("flagship: training without zero_grad()", runs[1])
+    report("flagship: both training runs", sum(runs))
+    report("flagship: whole script", total)
+
+
+def floor(steps=3000):
+    """Seconds per step of the flagship's loop against forward + backward + step alone."""
+    torch.manual_seed(0)
+    images = torch.randn(steps * 4, 3, 32, 32)
+    labels = torch.randint(10, (steps * 4,))
+    net = Net()
+    criterion = nn.CrossEntropyLoss()
+    optimizer = optim.SGD(net.parameters(), lr=0.001, momentum=0.9)
+    loader = DataLoader(TensorDataset(images, labels), batch_size=4, shuffle=True,
+                        generator=torch.Generator().manual_seed(0))
+
+    def whole_loop():
+        losses = []
+        for inputs, targets in loader:
+            optimizer.zero_grad()
+            loss = criterion(net(inputs), targets)
+            loss.backward()
+            optimizer.step()
+            losses.append(loss.item())
+        return losses
+
+    batches = list(zip(images.split(4), labels.split(4)))
+
+    def core_only():
+        for inputs, targets in batches:
+            optimizer.zero_grad()
+            criterion(net(inputs), targets).backward()
+            optimizer.step()
+
+    def forward_only():
+        with torch.no_grad():
+            for inputs, _ in batches:
+                net(inputs)
+
+    timings = {}
+    for name, fn in [("whole loop", whole_loop), ("zero_grad+forward+backward+step", core_only),
+                     ("forward only (no_grad)", forward_only)]:
+        fn()  # warm up
+        start = time.perf_counter()
+        fn()
+        timings[name] = (time.perf_counter() - start) / steps
+        print(f"  {'per step: ' + name:<46}{timings[name] * 1e3:>9.3f} ms", flush=True)
+    RESULTS["per_step_ms"] = {k: v * 1e3 for k, v in timings.items()}
+    print(f"  loop overhead over the core step: "
+          f"{timings['whole loop'] / timings['zero_grad+forward+backward+step']:.2f}x")
+    print(f"  at this rate, 2 epochs of 12,500 steps take "
+          f"{timings['whole loop'] * 25_000:.1f} s per training run")
+
+    profile = cProfile.Profile()
+    profile.enable()
+    whole_loop()
+    profile.disable()
+    text = io.StringIO()
+    pstats.Stats(profile, stream=text).sort_stats("tottime").print_stats(12)
+    print("  where the loop's time goes (cProfile, by own time):")
+    lines = text.getvalue().splitlines()
+    start_index = next(i for i, line in enumerate(lines) if "ncalls" in line)
+    for line in lines[start_index:start_index + 13]:
+        print("   ", line)
+
+
+def make(*args, env=None):
+    """Run make and return its wall time; fail loudly with its output."""
+    start = time.perf_counter()
+    result = subprocess.run(["make", "--no-print-directory", *args], cwd=REPO, capture_output=True,
+                            text=True, env=env or os.environ.copy())
+    elapsed = time.perf_counter() - start
+    if result.returncode != 0:
+        sys.exit(f"make {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
+    return elapsed
+
+
+def recipe_costs(lang):
+    """Each recipe's execution time in the last build, from Sphinx-Gallery's cost files."""
+    folder = BENCH_BUILD / "src" / lang / "recipes"
+    return {p.name.removesuffix(".cost.json"): json.loads(p.read_text())["time"]
+            for p in sorted(folder.glob("*.cost.json"))}
+
+
+def executed_since(lang, moment):
+    folder = BENCH_BUILD / "src" / lang / "recipes"
+    return sorted(p.name.removesuffix(".cost.json") for p in folder.glob("*.cost.json")
+                  if p.stat().st_mtime > moment)
+
+
+def build():
+    shutil.rmtree(BENCH_BUILD, ignore_errors=True)
+    report("clean build, both languages (make html)", make("html", f"BUILDDIR={BENCH_BUILD}"))
+    for lang in ("en", "zh"):
+        for name, seconds in recipe_costs(lang).items():
+            report(f"  {lang}: {name}", seconds)
+
+    moment = time.time()
+    report("rebuild, nothing changed", make("html", f"BUILDDIR={BENCH_BUILD}"),
+           f"re-executed: {executed_since('en', moment) + executed_since('zh', moment) or 'none'}")
+
+    recipe = REPO / "recipes" / "en" / "gradients_accumulate.py"
+    original = recipe.read_text(encoding="utf-8")
+    edited = original.replace("\n# %%\n", "\n# %%\n# (An edited sentence of prose.)\n#\n", 1)
+    assert edited != original, "no prose cell to edit"
+    moment = time.time()
+    try:
+        recipe.write_text(edited, encoding="utf-8")
+        seconds = make("html", f"BUILDDIR={BENCH_BUILD}")
+    finally:
+        recipe.write_text(original, encoding="utf-8")
+    report("rebuild after a prose-only edit of one recipe", seconds,
+           f"re-executed: en {executed_since('en', moment) or 'none'}, "
+           f"zh {executed_since('zh', moment) or 'none'}")
+    # Put the tree back in step with the unedited recipe.
+    make("html", f"BUILDDIR={BENCH_BUILD}")
+
+
+def tests():
+    report("smoke test suite (make test)", make("test"))
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--skip", default="", help="comma-separated sections to skip")
+    skip = set(filter(None, parser.parse_args().skip.split(",")))
+    data_root = Path(os.environ.get("CIFAR10_ROOT", REPO / "_build" / "data" / "cifar10"))
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
+
+    print(f"machine: {os.cpu_count()} CPUs, torch {torch.__version__}, "
+          f"{torch.get_num_threads()} thread(s) per process, data: {data_root}")
+    if "classic" not in skip:
+        print("classic recipe")
+        classic(data_root)
+    if "flagship" not in skip:
+        print("flagship recipe")
+        flagship()
+        if "classic" in RESULTS:
+            print(f"  ratio, flagship's two runs / classic single run: "
+                  f"{RESULTS['flagship: both training runs'] / RESULTS['classic: one training run (2 epochs)']:.2f}")
+    if "floor" not in skip:
+        print("training step floor")
+        floor()
+    if "build" not in skip:
+        print("site build")
+        build()
+        if "classic" in RESULTS:
+            print(f"  ratio, clean bilingual build / classic single run: "
+                  f"{RESULTS['clean build, both languages (make html)'] / RESULTS['classic: one training run (2 epochs)']:.2f}")
+    if "tests" not in skip:
+        print("tests")
+        tests()
+
+
+if __name__ == "__main__":
+    main()
