@@ -6,9 +6,12 @@ with ``-t lang_zh docs/zh _build/html/zh``; English is the default.
 """
 
 import os
+import re
 from pathlib import Path
 
 import matplotlib
+from docutils import nodes
+from sphinx.transforms import SphinxTransform
 from sphinx_gallery import downloads, gen_rst
 
 ROOT = Path(__file__).resolve().parent
@@ -28,9 +31,10 @@ RECIPE_ORDER = [
 # -- Project -----------------------------------------------------------------
 
 project = {"en": "Zero-grad recipes", "zh": "梯度清零实践"}[LANG]
-author = "The zero-grad recipes authors"
+author = {"en": "The zero-grad recipes authors", "zh": "梯度清零实践的作者们"}[LANG]
 copyright = "2026, " + author
 language = {"en": "en", "zh": "zh_CN"}[LANG]
+locale_dirs = [str(ROOT / "docs" / "locale")]  # fills gaps in the theme's Chinese strings
 root_doc = "index"
 
 extensions = ["sphinx_gallery.gen_gallery"]
@@ -62,6 +66,7 @@ html_theme_options = {
     # Navigation lives in the left sidebar (every recipe, then the glossary);
     # the top bar keeps search, the language switch and the colour theme.
     "navbar_center": [],
+    "search_bar_text": {"en": "Search the recipes…", "zh": "搜索教程……"}[LANG],
     "navbar_end": ["language-switch", "theme-switcher"],
     "secondary_sidebar_items": {"**": ["page-toc", "sg_download_links"], "index": []},
     "show_prev_next": True,
@@ -148,7 +153,7 @@ def translate_template(module, name, english, chinese):
 if LANG == "zh":
     for module, name, english, chinese in [
         (gen_rst, "EXAMPLE_HEADER", ":ref:`Go to the end <sphx_glr_download_{1}>`\n        to download the full example code{2}",
-         ":ref:`跳到页尾 <sphx_glr_download_{1}>` 下载完整的示例代码{2}"),
+         ":ref:`跳到页尾 <sphx_glr_download_{1}>`\\ 下载完整的示例代码。"),
         (gen_rst, "TIMING_CONTENT", "**Total running time of the script:** ({0:.0f} minutes {1:.3f} seconds)",
          "**脚本总运行时间：** {0:.0f} 分 {1:.3f} 秒"),
         (gen_rst, "NOTEBOOK_DOWNLOAD", "Download Jupyter notebook:", "下载 Jupyter 笔记本："),
@@ -158,3 +163,28 @@ if LANG == "zh":
         (downloads, "NOTEBOOK_ZIP_DOWNLOAD", "Download all examples in Jupyter notebooks:", "下载全部示例的 Jupyter 笔记本："),
     ]:
         translate_template(module, name, english, chinese)
+
+
+# -- Chinese line breaks --------------------------------------------------------
+# Recipe prose is wrapped at about 80 columns. Between two Chinese characters a
+# line break must vanish, but HTML renders it as a space; join such lines.
+
+CJK = "\u3000-\u303f\u4e00-\u9fff\uff00-\uffef"
+CJK_LINE_BREAK = re.compile(f"(?<=[{CJK}])\n(?=[{CJK}])")
+
+
+class JoinChineseLines(SphinxTransform):
+    default_priority = 700
+
+    def apply(self):
+        for node in list(self.document.findall(nodes.Text)):
+            if isinstance(node.parent, (nodes.literal_block, nodes.literal, nodes.raw, nodes.comment)):
+                continue
+            joined = CJK_LINE_BREAK.sub("", node.astext())
+            if joined != node.astext():
+                node.parent.replace(node, nodes.Text(joined))
+
+
+def setup(app):
+    if LANG == "zh":
+        app.add_transform(JoinChineseLines)

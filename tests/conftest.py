@@ -4,6 +4,7 @@ Everything here runs in fresh processes, as a reader or the build would: a
 recipe is executed by a new interpreter, the site by `make`.
 """
 
+import fcntl
 import os
 import subprocess
 import sys
@@ -90,17 +91,24 @@ def recipe_run(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def smoke_site():
+def smoke_site(testrun_uid):
     """Build both languages in smoke mode into _build/smoke with -W; return the html folder.
 
-    Tests that use this should carry ``@pytest.mark.xdist_group("smoke_site")`` so
-    that one worker builds the site once.
+    Built once per test session: the first xdist worker to get here builds it
+    while the others wait on the lock, then all read the same site.
     """
-    result = subprocess.run(
-        ["make", "--no-print-directory", "html", f"BUILDDIR={SMOKE_BUILDDIR}", "CIFAR10="],
-        cwd=REPO, env=smoke_env(), capture_output=True, text=True, timeout=900,
-    )
-    assert result.returncode == 0, f"smoke build failed\n{result.stdout}\n{result.stderr}"
+    SMOKE_BUILDDIR.mkdir(parents=True, exist_ok=True)
+    stamp = SMOKE_BUILDDIR / "built-by-session"
+    with open(SMOKE_BUILDDIR / "build.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not stamp.exists() or stamp.read_text() != testrun_uid:
+            stamp.unlink(missing_ok=True)
+            result = subprocess.run(
+                ["make", "--no-print-directory", "html", f"BUILDDIR={SMOKE_BUILDDIR}", "CIFAR10="],
+                cwd=REPO, env=smoke_env(), capture_output=True, text=True, timeout=900,
+            )
+            assert result.returncode == 0, f"smoke build failed\n{result.stdout}\n{result.stderr}"
+            stamp.write_text(testrun_uid)
     return SMOKE_SITE
 
 

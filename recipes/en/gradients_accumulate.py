@@ -26,8 +26,8 @@ line can be checked by hand.
 # Setup
 # -----
 #
-# Only PyTorch and matplotlib are needed. Nothing here is random and every
-# result is exact, so the numbers are the same on a CPU and on a GPU.
+# Only PyTorch and matplotlib are needed. Nothing here is random and the
+# arithmetic is simple, so the numbers are the same on a CPU and on a GPU.
 
 import matplotlib.pyplot as plt
 import torch
@@ -191,8 +191,8 @@ print("x.grad[0] after each backward, with zero_grad():   ", ", ".join(f"{g:g}" 
 
 iterations = torch.arange(1, len(grads_with) + 1)
 fig, ax = plt.subplots(figsize=(7, 4))
-ax.bar(iterations - 0.2, grads_without, width=0.4, label="without zero_grad()")
-ax.bar(iterations + 0.2, grads_with, width=0.4, label="with optimizer.zero_grad()")
+ax.bar(iterations - 0.2, grads_with, width=0.4, label="with optimizer.zero_grad()")
+ax.bar(iterations + 0.2, grads_without, width=0.4, label="without zero_grad()")
 ax.set_xlabel("iteration (one backward pass each)")
 ax.set_ylabel("x.grad[0]")
 ax.set_title("The true gradient is always 100")

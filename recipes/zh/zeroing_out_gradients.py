@@ -1,39 +1,32 @@
 """
 .. _zeroing_out_gradients:
 
-Zeroing out gradients while training a classifier
-=================================================
+训练分类器时清零梯度
+====================
 
-Every call to ``loss.backward()`` **adds** the gradient it computes to the
-``.grad`` attribute of each parameter. PyTorch never clears ``.grad`` on its
-own, so a training loop has to do it, once per mini-batch, with
-``optimizer.zero_grad()``. If it does not, each update uses the sum of all the
-gradients seen so far instead of the gradient of the current mini-batch.
+每次调用 ``loss.backward()``，新算出的梯度都会 **加到** 各个参数的 ``.grad``
+属性上。PyTorch 从不自动清零 ``.grad``，这件事要由训练循环来做：每个小批量调用一次
+``optimizer.zero_grad()``。如果不清零，每次更新用到的就不是当前小批量的梯度，而是到目前为止见过的所有梯度之和。
 
-This recipe trains the classic small CIFAR-10 image classifier twice, from the
-same initial weights and with the same order of mini-batches:
+本教程把经典的小型 CIFAR-10 图像分类器训练两遍，两遍的初始权重相同，小批量的顺序也相同：
 
-1. the usual way, with ``optimizer.zero_grad()`` at the start of every step;
-2. exactly the same, with that one line removed.
+1. 按常规写法，在每个更新步开始时调用 ``optimizer.zero_grad()``；
+2. 其余完全一样，只删掉这一行。
 
-Then it plots both loss curves, compares their test accuracy and shows when
-``model.zero_grad()`` and ``optimizer.zero_grad()`` differ.
+然后画出两条损失曲线，比较两者的测试准确率，最后说明 ``model.zero_grad()`` 和
+``optimizer.zero_grad()`` 在什么情况下作用不同。
 
 .. note::
-   The related recipes show the mechanics on a two-element tensor
-   (:ref:`gradients_accumulate`), the same failure on a straight line
-   (:ref:`linear_regression_without_zero_grad`), how to accumulate on purpose
-   (:ref:`gradient_accumulation`) and where ``zero_grad()`` belongs in a loop
-   (:ref:`zero_grad_pitfalls`).
+   相关教程：《:ref:`gradients_accumulate`》在一个只有两个元素的张量上演示累积的机制，《:ref:`linear_regression_without_zero_grad`》在直线拟合中重现同样的问题，《:ref:`gradient_accumulation`》讲解怎样主动利用这种累积，《:ref:`zero_grad_pitfalls`》说明
+   ``zero_grad()`` 在循环中应该放在哪里。
 """
 
 # %%
-# Setup
-# -----
+# 准备工作
+# --------
 #
-# Besides PyTorch we need torchvision for the data set and matplotlib for the
-# plot. The recipe runs on a CUDA GPU when there is one and on the CPU
-# otherwise; both take a few minutes.
+# 除了 PyTorch，还要用 torchvision 加载数据集，用 matplotlib 画图。有 CUDA GPU
+# 时本教程在 GPU 上运行，否则在 CPU 上运行，两种情况都只需几分钟。
 
 import copy
 import math
@@ -50,27 +43,25 @@ import torchvision
 from torch.utils.data import DataLoader, TensorDataset
 from torchvision.transforms import v2 as transforms
 
-# The test suite sets ZERO_GRAD_SMOKE=1 to train on random images for a few seconds.
+# 测试套件会设置 ZERO_GRAD_SMOKE=1，用随机图像只训练几秒钟。
 SMOKE_TEST = os.environ.get("ZERO_GRAD_SMOKE") == "1"
 
 device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 print(f"Using device: {device}")
+torch.manual_seed(0)  # 每次运行都得到相同的随机数，因而结果也相同
 
 # %%
-# Load and normalise CIFAR-10
-# ---------------------------
+# 加载 CIFAR-10 并归一化
+# ----------------------
 #
-# CIFAR-10 has 50,000 training and 10,000 test images of 32x32 pixels in ten
-# classes. With internet access, torchvision downloads it into ``./data``.
-# Without it, point the ``CIFAR10_ROOT`` environment variable at a local copy
-# laid out as ``train/<class>/*.jpg`` and ``test/<class>/*.jpg``.
+# CIFAR-10 包含十个类别、大小为 32x32 像素的图像，其中训练图像 50,000 张，测试图像 10,000
+# 张。能联网时，torchvision 会把它下载到 ``./data``；不能联网时，请把环境变量
+# ``CIFAR10_ROOT`` 指向一份本地副本，目录结构为 ``train/<class>/*.jpg`` 和
+# ``test/<class>/*.jpg``。
 #
-# The classic version of this recipe converts and normalises every image again
-# in every epoch. Here each image is decoded once into one ``uint8`` tensor per
-# split, and the same normalisation (mean 0.5 and standard deviation 0.5 per
-# channel, so pixels end up in [-1, 1]) is applied to the whole tensor at once.
-# The numbers the network sees are the same; the training loop just no longer
-# waits for image decoding.
+# 这个教程的经典版本在每一轮（epoch）都要把每张图像重新转换、归一化一遍。这里每张图像只解码一次，训练集和测试集各存成一个
+# ``uint8`` 张量，再对整个张量一次性做同样的归一化（每个通道的均值和标准差都取 0.5，像素值因此落在
+# [-1, 1] 区间）。网络看到的数值完全相同，只是训练循环不用再等待图像解码了。
 
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer",
            "dog", "frog", "horse", "ship", "truck")
@@ -78,12 +69,12 @@ DATA_ROOT = Path(os.environ.get("CIFAR10_ROOT", "data"))
 
 
 def read_image_folder(folder):
-    """Decode ``folder/<class>/*`` into an (N, 3, 32, 32) uint8 tensor and labels."""
+    """把 ``folder/<class>/*`` 解码成形状为 (N, 3, 32, 32) 的 uint8 张量，并返回对应的标签。"""
     found = sorted(p.name for p in folder.iterdir() if p.is_dir()) if folder.is_dir() else []
     if tuple(found) != CLASSES:
         raise RuntimeError(f"{folder} must hold one folder per CIFAR-10 class, "
                            f"{', '.join(CLASSES)}; found: {', '.join(found) or 'nothing'}")
-    dataset = torchvision.datasets.ImageFolder(folder)  # lists the files; labels follow CLASSES
+    dataset = torchvision.datasets.ImageFolder(folder)  # 只列出文件；标签顺序与 CLASSES 一致
     images = []
     for path, _ in dataset.samples:
         try:
@@ -94,14 +85,14 @@ def read_image_folder(folder):
 
 
 def load_cifar10(root):
-    """Return train images, train labels, test images, test labels as tensors."""
-    if SMOKE_TEST:  # test suite only: random pixels and labels shaped like CIFAR-10
+    """以张量形式返回训练图像、训练标签、测试图像和测试标签。"""
+    if SMOKE_TEST:  # 仅供测试套件使用：形状与 CIFAR-10 相同的随机像素和标签
         return [torch.randint(256, (2000, 3, 32, 32), dtype=torch.uint8), torch.randint(10, (2000,))] * 2
     if (root / "train").exists() or (root / "test").exists():
         return [*read_image_folder(root / "train"), *read_image_folder(root / "test")]
     try:
         splits = [torchvision.datasets.CIFAR10(root, train=train, download=True) for train in (True, False)]
-    except OSError as error:  # no network, or the download failed
+    except OSError as error:  # 没有网络，或者下载失败
         raise RuntimeError(
             f"CIFAR-10 is not in {root.resolve()} and could not be downloaded ({error}). "
             "Either run with internet access, so that torchvision downloads it there, "
@@ -116,7 +107,7 @@ start = time.perf_counter()
 train_images, train_labels, test_images, test_labels = load_cifar10(DATA_ROOT)
 
 normalize = transforms.Compose([
-    transforms.ToDtype(torch.float32, scale=True),  # uint8 [0, 255] -> float [0, 1]
+    transforms.ToDtype(torch.float32, scale=True),  # uint8 [0, 255] -> 浮点数 [0, 1]
     transforms.Normalize(mean=[0.5, 0.5, 0.5], std=[0.5, 0.5, 0.5]),
 ])
 train_set = TensorDataset(normalize(train_images).to(device), train_labels.to(device))
@@ -125,13 +116,10 @@ print(f"Loaded {len(train_set):,} training and {len(test_set):,} test images "
       f"in {time.perf_counter() - start:.1f} s")
 
 # %%
-# Define the network
-# ------------------
+# 定义网络
+# --------
 #
-# The classic small convolutional network: two convolution and max-pooling
-# stages, then three fully connected layers. ``torch.manual_seed`` fixes its
-# random initial weights, and we keep a copy of them so the second run can
-# start from exactly the same point.
+# 这就是经典的小型卷积网络：两级“卷积 + 最大池化”，后接三个全连接层。它的初始权重是随机的（上面设定的随机种子保证脚本每次运行时都一样）。我们保存一份副本，让第二次训练从完全相同的起点出发。
 
 
 class Net(nn.Module):
@@ -153,26 +141,22 @@ class Net(nn.Module):
         return self.fc3(x)
 
 
-torch.manual_seed(0)
 initial_weights = copy.deepcopy(Net().state_dict())
 
 # %%
-# Loss function, optimizer and training loop
-# ------------------------------------------
+# 损失函数、优化器和训练循环
+# --------------------------
 #
-# Cross-entropy loss and SGD with learning rate 0.001 and momentum 0.9, trained
-# for 2 epochs on mini-batches of 4 images, exactly as in the classic recipe.
+# 损失函数用交叉熵，优化器用学习率为 0.001、动量为 0.9 的 SGD，每个小批量 4
+# 张图像，训练 2 轮，与经典教程完全一致。
 #
-# ``train`` is the canonical loop with one switch, ``zero_grad``. A data loader
-# with a freshly seeded generator gives both runs the same batches in the same
-# order, so the ``optimizer.zero_grad()`` line is the only difference between
-# them. Every 2,000 mini-batches the loop prints their mean loss. If the loss
-# ever stops being a finite number, the loop says where and stops, since
-# nothing useful can be learned after that.
+# ``train`` 就是标准的训练循环，只多了一个开关 ``zero_grad``。数据加载器每次都使用一个重新设定了种子的随机数生成器，两次训练因此以相同的顺序拿到相同的小批量，
+# ``optimizer.zero_grad()`` 这一行就成了两者唯一的区别。每训练 2,000
+# 个小批量，循环就打印一次这些小批量的平均损失。一旦损失不再是有限的数，循环会报告出错的位置并停止，因为在那之后已经学不到任何有用的东西了。
 
 
 def train(model, zero_grad, epochs=2, print_every=2000):
-    """Train ``model`` on the training set; return the loss of every step."""
+    """在训练集上训练 ``model``，返回每个更新步的损失。"""
     criterion = nn.CrossEntropyLoss()
     optimizer = optim.SGD(model.parameters(), lr=0.001, momentum=0.9)
     loader = DataLoader(train_set, batch_size=4, shuffle=True,
@@ -182,10 +166,10 @@ def train(model, zero_grad, epochs=2, print_every=2000):
         running_loss = 0.0
         for i, (inputs, labels) in enumerate(loader):
             if zero_grad:
-                optimizer.zero_grad()  # forget the previous mini-batch's gradients
+                optimizer.zero_grad()  # 清零上一个小批量留下的梯度
             outputs = model(inputs)
             loss = criterion(outputs, labels)
-            loss.backward()  # adds this mini-batch's gradients to .grad
+            loss.backward()  # 把这个小批量的梯度加到 .grad 上
             optimizer.step()
 
             losses.append(loss.item())
@@ -201,12 +185,10 @@ def train(model, zero_grad, epochs=2, print_every=2000):
 
 
 # %%
-# Train with ``optimizer.zero_grad()``
-# ------------------------------------
+# 调用 ``optimizer.zero_grad()`` 训练
+# -----------------------------------
 #
-# This is the loop everyone should write. The printed loss starts near 2.3,
-# the loss of guessing uniformly among ten classes (:math:`\ln 10`), and falls
-# steadily.
+# 这是大家都应该写的训练循环。打印出的损失从 2.3 左右开始，这正是在十个类别中均匀随机猜测时的损失（:math:`\ln 10`），之后稳步下降。
 
 net = Net().to(device)
 net.load_state_dict(initial_weights)
@@ -216,14 +198,12 @@ time_with = time.perf_counter() - start
 print(f"Finished in {time_with:.1f} s")
 
 # %%
-# Train again without it
-# ----------------------
+# 去掉这一行再训练一次
+# --------------------
 #
-# Same initial weights, same batches, one line fewer. Now ``.grad`` holds the
-# sum of the gradients of every mini-batch so far, and momentum adds up those
-# ever larger sums again. The updates grow step after step: the network is soon
-# pushed far past any minimum, and its loss climbs well above the 2.3 of random
-# guessing instead of falling.
+# 初始权重相同，小批量相同，只少了一行代码。现在 ``.grad``
+# 里存的是到目前为止所有小批量梯度的总和，而动量又会把这些越来越大的总和再累积一遍。更新一步比一步大，网络很快就被推得远远越过了任何极小值。在前
+# 2,000 个小批量里，打印出的损失就已经远高于随机猜测的 2.3；此后，相邻两行之间动辄相差好几个数量级：只要有一次过大的更新，就足以把权重推到这样一个位置：网络的输出极大，损失也随之极大。
 
 net_without = Net().to(device)
 net_without.load_state_dict(initial_weights)
@@ -233,18 +213,16 @@ time_without = time.perf_counter() - start
 print(f"Finished in {time_without:.1f} s")
 
 # %%
-# Compare the two runs
-# --------------------
+# 比较两次训练
+# ------------
 #
-# Single mini-batch losses are noisy, so the plot shows the mean loss of each
-# window of 1 % of the training steps, on a logarithmic scale. The dashed line
-# is the loss of random guessing. The circle marks the divergence point: the
-# first window in which the run without ``zero_grad()`` has twice the loss of
-# the normal run. A cross would mark a non-finite loss.
+# 单个小批量的损失波动很大，所以图中画的是每个窗口内的平均损失，一个窗口占全部更新步的 1
+# %，纵轴为对数刻度。虚线是随机猜测的损失。圆圈标出发散点：在这个窗口里，不调用
+# ``zero_grad()`` 那次训练的损失第一次达到正常训练的两倍。如果出现了非有限的损失值，会用叉号标出。
 
 
 def smooth(losses, window):
-    """Mean loss over consecutive windows; return window end steps and means."""
+    """计算各个连续窗口内的平均损失；返回每个窗口结束时的步数和平均值。"""
     means = torch.tensor(losses[: len(losses) // window * window]).view(-1, window).mean(dim=1)
     return torch.arange(1, len(means) + 1) * window, means
 
@@ -256,38 +234,38 @@ compared = min(len(smooth_with), len(smooth_without))
 diverged = (smooth_without[:compared] > 2 * smooth_with[:compared]).nonzero()
 
 fig, ax = plt.subplots(figsize=(8, 4.5))
-ax.plot(steps_with, smooth_with, label="with optimizer.zero_grad()")
-ax.plot(steps_without, smooth_without, label="without zero_grad()")
+ax.plot(steps_with, smooth_with, label="调用 optimizer.zero_grad()")
+ax.plot(steps_without, smooth_without, label="不调用 zero_grad()")
 ax.axhline(math.log(len(CLASSES)), color="gray", linestyle="--", linewidth=1,
-           label="random guessing (ln 10)")
+           label="随机猜测（ln 10）")
 if len(diverged) > 0:
     point = (steps_without[diverged[0]].item(), smooth_without[diverged[0]].item())
     print(f"Divergence point: step {point[0]:,}, where the loss without zero_grad() is "
           f"{point[1]:.2f} against {smooth_with[diverged[0]].item():.2f} with it")
     ax.plot(*point, "o", color="C1", markersize=9, fillstyle="none")
-    ax.annotate(f"diverges at step {point[0]:,}", point, xytext=(25, -25),
+    ax.annotate(f"发散点：更新步 {point[0]:,}", point, xytext=(25, -25),
                 textcoords="offset points", arrowprops={"arrowstyle": "->"})
 if not math.isfinite(losses_without[-1]):
     ax.plot(len(losses_without), max(x for x in losses_without if math.isfinite(x)), "x",
-            color="C3", markersize=10, label="non-finite loss")
+            color="C3", markersize=10, label="非有限的损失值")
 ax.set_yscale("log")
-ax.set_xlabel("training step (mini-batch of 4 images)")
-ax.set_ylabel("cross-entropy loss, window mean")
-ax.set_title("The same network trained with and without zero_grad()")
+ax.set_xlabel("更新步（每步一个含 4 张图像的小批量）")
+ax.set_ylabel("交叉熵损失（窗口平均值）")
+ax.set_title("同一网络调用与不调用 zero_grad() 的训练对比")
 ax.legend()
 fig.tight_layout()
 plt.show()
 
 # %%
-# Test accuracy
-# -------------
+# 测试准确率
+# ----------
 #
-# Both networks now classify the 10,000 test images. ``torch.no_grad()`` turns
-# off gradient tracking, since evaluation needs no backward pass.
+# 现在让两个网络分别对 10,000 张测试图像分类。``torch.no_grad()``
+# 关闭了梯度跟踪，因为评估时不需要反向传播。
 
 
 def accuracy(model):
-    """Fraction of the test images that ``model`` classifies correctly."""
+    """``model`` 分类正确的测试图像所占的比例。"""
     correct = 0
     with torch.no_grad():
         for images, labels in DataLoader(test_set, batch_size=1000):
@@ -296,7 +274,7 @@ def accuracy(model):
 
 
 def final_loss(losses, last=2000):
-    """Mean loss over the last ``last`` steps (the value in the last printed line)."""
+    """最后 ``last`` 步的平均损失（即最后一行打印出的值）。"""
     return sum(losses[-last:]) / len(losses[-last:])
 
 
@@ -310,26 +288,19 @@ for name, losses, test_accuracy, seconds in [
     print(f"{name:<24}{len(losses):>8,}{final_loss(losses):>14.3f}{test_accuracy:>16.1%}{seconds:>10.1f}")
 
 # %%
-# With ``zero_grad()`` the network gets roughly one test image in two right,
-# as the classic recipe does after two epochs; ten classes means 10 % for a
-# random guess. Without it, the network ends up no better than guessing.
+# 调用 ``zero_grad()`` 时，网络大约能把一半的测试图像分对，与经典教程训练两轮后的结果相当；一共十个类别，随机猜测的准确率是
+# 10 %。不调用它，网络最终并不比随机猜测强。
 #
-# ``model.zero_grad()`` or ``optimizer.zero_grad()``?
-# ---------------------------------------------------
+# 用 ``model.zero_grad()`` 还是 ``optimizer.zero_grad()``？
+# ---------------------------------------------------------
 #
-# ``optimizer.zero_grad()`` clears the gradients of the parameters *the
-# optimizer was given*; ``model.zero_grad()`` clears those of *every parameter
-# of the model*. Above, the optimizer was given ``model.parameters()``, so the
-# two calls do the same thing. They differ when the optimizer only updates some
-# parameters, for example when fine-tuning just the last layer: the gradients of
-# the other layers then keep accumulating under ``optimizer.zero_grad()``. That
-# is harmless while nothing updates those layers, but it wastes memory and
-# silently corrupts them the day another optimizer or a later stage starts
-# training them.
+# ``optimizer.zero_grad()`` 清零的是“交给优化器的那些参数”的梯度，``model.zero_grad()``
+# 清零的则是“模型所有参数”的梯度。上面传给优化器的是 ``model.parameters()``，所以两种调用的效果一样。当优化器只更新一部分参数时，例如微调时只训练最后一层，两者就不同了：这时用
+# ``optimizer.zero_grad()``，其余各层的梯度会一直累积下去。只要没有任何东西更新这些层，这倒无妨；但它白白占用内存，而且哪天换了另一个优化器，或者在后续阶段开始训练这些层，累积下来的梯度就会悄无声息地把它们弄坏。
 
 
 def parameters_with_gradient(model):
-    """Names of the parameters whose ``.grad`` is set."""
+    """``.grad`` 已被设置的参数的名称。"""
     return [name for name, p in model.named_parameters() if p.grad is not None]
 
 
@@ -345,19 +316,15 @@ model.zero_grad()
 print("after model.zero_grad():       ", len(parameters_with_gradient(model)), "parameters have a gradient")
 
 # %%
-# Summary
-# -------
+# 小结
+# ----
 #
-# * ``loss.backward()`` adds to ``.grad``; it never overwrites it.
-# * Call ``optimizer.zero_grad()`` once per step, before ``loss.backward()``
-#   (the start of the loop is the usual place).
-# * Forget it, and every update uses the running sum of all past gradients:
-#   the loss climbs instead of falling, as both curves above show.
-# * Use ``model.zero_grad()`` when the optimizer does not own every parameter
-#   that receives gradients.
+# * ``loss.backward()`` 把梯度加到 ``.grad`` 上，从不覆盖它。
+# * 每个更新步调用一次 ``optimizer.zero_grad()``，而且要在 ``loss.backward()``
+#   之前（通常放在循环开头）。
+# * 忘了调用它，每次更新用的就是过去所有梯度的累积和：损失不降反升，上面的两条曲线都说明了这一点。
+# * 如果有参数会收到梯度，却不归优化器管，就用 ``model.zero_grad()``。
 #
-# Accumulating gradients is sometimes exactly what you want, for example to
-# train with a larger batch than fits in memory; :ref:`gradient_accumulation`
-# shows how to do it deliberately.
+# 有时累积梯度恰恰是你想要的，例如想用超出内存容量的批大小来训练；《:ref:`gradient_accumulation`》介绍了具体做法。
 
 # sphinx_gallery_thumbnail_number = 1
