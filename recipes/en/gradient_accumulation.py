@@ -18,10 +18,11 @@ The whole technique fits in one rule:
 * every micro-batch: ``(loss / k).backward()``;
 * every ``k``-th micro-batch: ``optimizer.step()`` then ``optimizer.zero_grad()``.
 
-This recipe checks that the rule gives exactly the full-batch gradient, shows
-three ways to get it wrong (batch normalization, forgetting to divide by
-``k``, dividing a summed loss) and trains a small network both ways to show
-that the two loss curves are the same curve.
+This recipe checks that the rule gives exactly the gradient of the whole
+batch, shows three cases where it does not (a model with batch normalization,
+a loop that forgets to divide by ``k``, and a summed loss divided anyway) and
+trains a small network both ways to show that the two loss curves are the
+same curve.
 """
 
 # %%
@@ -83,7 +84,9 @@ batch_inputs, batch_targets = inputs[:BATCH_SIZE], targets[:BATCH_SIZE]
 # ``full_batch_gradient`` does one forward and backward pass over all 256
 # points. ``accumulated_gradient`` cuts the same points into ``k`` micro-batches
 # and calls ``backward()`` once per micro-batch, leaving the gradients to add up
-# in ``.grad``. Both return every parameter's gradient as one flat vector.
+# in ``.grad``. ("Full batch" here means the whole batch of 256 in one pass,
+# not the whole data set.) Both return every parameter's gradient as one flat
+# vector.
 # ``compare`` then checks them with ``torch.allclose``, allowing for rounding
 # errors in proportion to the size of the gradient, and prints the largest
 # absolute difference between the two.

@@ -168,7 +168,8 @@ initial_weights = copy.deepcopy(Net().state_dict())
 # order, so the ``optimizer.zero_grad()`` line is the only difference between
 # them. Every 2,000 mini-batches the loop prints their mean loss. If the loss
 # ever stops being a finite number, the loop says where and stops, since
-# nothing useful can be learned after that.
+# nothing useful can be learned after that. ``train_from_initial_weights``
+# gives each run a fresh network with the saved initial weights and times it.
 
 
 def train(model, zero_grad, epochs=2, print_every=2000):
@@ -200,6 +201,17 @@ def train(model, zero_grad, epochs=2, print_every=2000):
     return losses
 
 
+def train_from_initial_weights(zero_grad):
+    """Train a fresh copy of the network from ``initial_weights``; time it."""
+    model = Net().to(device)
+    model.load_state_dict(initial_weights)
+    start = time.perf_counter()
+    losses = train(model, zero_grad)
+    seconds = time.perf_counter() - start
+    print(f"Finished in {seconds:.1f} s")
+    return model, losses, seconds
+
+
 # %%
 # Train with ``optimizer.zero_grad()``
 # ------------------------------------
@@ -208,12 +220,7 @@ def train(model, zero_grad, epochs=2, print_every=2000):
 # the loss of guessing uniformly among ten classes (:math:`\ln 10`), and falls
 # steadily.
 
-net = Net().to(device)
-net.load_state_dict(initial_weights)
-start = time.perf_counter()
-losses_with = train(net, zero_grad=True)
-time_with = time.perf_counter() - start
-print(f"Finished in {time_with:.1f} s")
+net, losses_with, time_with = train_from_initial_weights(zero_grad=True)
 
 # %%
 # Train again without it
@@ -228,12 +235,7 @@ print(f"Finished in {time_with:.1f} s")
 # oversized update is enough to send the weights to a place where the network's
 # outputs, and so its loss, are huge.
 
-net_without = Net().to(device)
-net_without.load_state_dict(initial_weights)
-start = time.perf_counter()
-losses_without = train(net_without, zero_grad=False)
-time_without = time.perf_counter() - start
-print(f"Finished in {time_without:.1f} s")
+net_without, losses_without, time_without = train_from_initial_weights(zero_grad=False)
 
 # %%
 # Compare the two runs

@@ -1,9 +1,454 @@
 """
 .. _zero_grad_pitfalls:
 
-zero_grad() 该放在哪里，又不能做什么
-===================================
+zero_grad() 该放在哪里，它又不能做什么
+======================================
 
-编写中。
+``optimizer.zero_grad()`` 只有一行，但它放在哪里、清零的是哪些梯度，仍然很要紧。
+本教程把下面每一种情况都实际运行一遍，并打印出证据：
+
+* 放在循环开头和紧跟在 ``optimizer.step()`` 之后，两者等价；放在
+  ``loss.backward()`` 和 ``optimizer.step()`` 之间，则会悄无声息地让训练失效；
+* 当优化器并不掌管全部参数时，``model.zero_grad()`` 和 ``optimizer.zero_grad()``
+  清零的梯度并不相同，生成器和判别器各用一个优化器就是这种情况；
+* 在默认的 ``set_to_none=True`` 下，优化器会跳过没有得到梯度的参数；而在
+  动量、权重衰减或 Adam 之下，值为零的梯度仍然会让参数移动；
+* ``zero_grad()`` 对推理毫无帮助：推理时节省内存和时间的是 ``torch.no_grad()``
+  和 ``torch.inference_mode()``；
+* 默认的 ``set_to_none=True`` 比写入零更省时间，这里用 ResNet-18 实际计时。
 """
-print("Using device: cpu")
+
+# %%
+# 准备工作
+# --------
+#
+# 需要 PyTorch、torchvision（只用到 ResNet-18 的网络结构，不下载任何权重）和
+# matplotlib。有 CUDA GPU 时在 GPU 上运行，否则在 CPU 上运行，几秒钟即可跑完。
+
+import contextlib
+import copy
+import logging
+import os
+
+import matplotlib.pyplot as plt
+import torch
+import torch.nn as nn
+import torch.optim as optim
+import torchvision
+
+# torch.utils.benchmark 会加载 torch.utils.cpp_extension，后者在装了 CUDA 编译器
+# 却没有 GPU 的机器上会打印一条警告；这里并不编译任何 CUDA 代码。
+logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
+from torch.utils import benchmark
+
+# 测试套件设置 ZERO_GRAD_SMOKE=1，把每项计时缩短到零点几秒。
+SMOKE_TEST = os.environ.get("ZERO_GRAD_SMOKE") == "1"
+
+device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+print(f"Using device: {device}")
+torch.manual_seed(0)  # 每次运行都得到相同的随机数，因而结果也相同
+
+# %%
+# 放在循环开头，还是紧跟在 ``step()`` 之后
+# ----------------------------------------
+#
+# 前几个例子用的是线性回归：256 个随机生成的样本点，每个有四个特征，用带动量的
+# SGD 训练。``train`` 是标准的训练循环，只多了一个开关 ``zero_grad_at``，用来把
+# ``optimizer.zero_grad()`` 这一行挪到三个位置之一。
+
+x = torch.randn(256, 4, device=device)
+y = x @ torch.tensor([[2.0], [-1.0], [0.5], [3.0]], device=device) + 0.1 * torch.randn(256, 1, device=device)
+criterion = nn.MSELoss()
+initial_weights = nn.Linear(4, 1).state_dict()
+
+
+def make_regression_model():
+    model = nn.Linear(4, 1).to(device)
+    model.load_state_dict(initial_weights)  # 每次运行都从相同的权重出发
+    return model
+
+
+def train(model, zero_grad_at, steps=50):
+    """用全部数据训练 ``model`` ``steps`` 个更新步，返回最终的损失。"""
+    optimizer = optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    for _ in range(steps):
+        if zero_grad_at == "start of the loop":
+            optimizer.zero_grad()
+        loss = criterion(model(x), y)
+        loss.backward()
+        if zero_grad_at == "between backward() and step()":
+            optimizer.zero_grad()  # 错误所在：抹掉了更新步要用的梯度
+        optimizer.step()
+        if zero_grad_at == "after step()":
+            optimizer.zero_grad()
+    return criterion(model(x), y).item()
+
+
+def max_difference(model_a, model_b):
+    """两个模型的参数之间最大的绝对差。"""
+    return max((a - b).abs().max().item() for a, b in zip(model_a.parameters(), model_b.parameters()))
+
+
+untrained = make_regression_model()
+models, final_losses = {}, {}
+for place in ["start of the loop", "after step()", "between backward() and step()"]:
+    models[place] = make_regression_model()
+    final_losses[place] = train(models[place], place)
+
+print(f"loss before training: {criterion(untrained(x), y).item():.4f}")
+for place, loss in final_losses.items():
+    print(f"loss after 50 steps, zero_grad() {place}: {loss:.4f}")
+print("start of the loop vs after step(), max abs weight difference:",
+      max_difference(models["start of the loop"], models["after step()"]))
+
+# %%
+# 前两种位置得到的权重逐位相同（差值恰好是 ``0.0``）。关键在于 ``loss.backward()``
+# 运行时 ``.grad`` 已经清零；是在上一次迭代的末尾清零，还是在这一次迭代的开头
+# 清零，并没有区别。紧跟在 ``step()`` 之后清零，梯度占用的内存会早一点释放，
+# 下一次前向传播时就用不着它；放在循环开头清零，则还能防止循环之前的代码留下的
+# 梯度混进第一个更新步。
+#
+# 错误用法：在 ``backward()`` 和 ``step()`` 之间清零
+# --------------------------------------------------
+#
+# 第三种位置就不同了。``zero_grad()`` 恰好在更新步之前把每个 ``.grad`` 设为
+# ``None``，于是优化器找不到任何梯度，跳过了所有参数。模型始终不变，也不会报任何
+# 错：上面的损失只是一直停在初始值上。
+
+print("zero_grad() between backward() and step(), weights changed:",
+      max_difference(models["between backward() and step()"], untrained) != 0,
+      f"(max abs difference from the initial weights "
+      f"{max_difference(models['between backward() and step()'], untrained)})")
+
+# %%
+# 换成 ``set_to_none=False``，这里的结果也一样：对普通的 SGD 来说，零梯度带来的
+# 更新就是零；对这里的动量也是如此，因为动量从来没有接收过真正的梯度。下文会
+# 说明零梯度在什么时候确实会让参数移动。
+#
+# ``model.zero_grad()`` 还是 ``optimizer.zero_grad()``？
+# ------------------------------------------------------
+#
+# ``optimizer.zero_grad()`` 清零的是创建优化器时传给它的那些参数的梯度；
+# ``model.zero_grad()`` 清零的是模型全部参数的梯度。只要这两组参数不一样，两者的
+# 效果就不一样。
+#
+# 优化器不知道的参数
+# ~~~~~~~~~~~~~~~~~~
+#
+# 这里只训练一个小网络的最后一层，但第一层仍然需要梯度。``optimizer.zero_grad()``
+# 从不碰它，于是它的 ``.grad`` 一步接一步地越变越大。解决办法有两个：改用
+# ``model.zero_grad()``；或者，如果这一层要一直冻结，更好的做法是
+# ``requires_grad_(False)``，这样反向传播也省去了这部分计算。
+
+
+small_network = nn.Sequential(nn.Linear(4, 16), nn.Tanh(), nn.Linear(16, 1)).to(device)
+
+
+def first_layer_gradient_norms(zero_grad, steps=10):
+    """只训练最后一层时，每个更新步之后第一层 .grad 的范数。"""
+    model = copy.deepcopy(small_network)  # 两次运行从相同的权重出发
+    optimizer = optim.SGD(model[2].parameters(), lr=0.05)
+    norms = []
+    for _ in range(steps):
+        zero_grad(model, optimizer)
+        criterion(model(x), y).backward()
+        optimizer.step()
+        norms.append(model[0].weight.grad.norm().item())
+    return norms
+
+
+for name, zero_grad in [("optimizer.zero_grad()", lambda model, optimizer: optimizer.zero_grad()),
+                        ("model.zero_grad()", lambda model, optimizer: model.zero_grad())]:
+    norms = first_layer_gradient_norms(zero_grad)
+    print(f"{name}: first layer .grad norm after step 1: {norms[0]:.3f}, after step 10: {norms[-1]:.3f}")
+
+# %%
+# 两个优化器，一张计算图
+# ~~~~~~~~~~~~~~~~~~~~~~
+#
+# 生成对抗网络（GAN）用两个优化器训练两个网络：判别器学习区分真实的点和生成的
+# 点，生成器学习骗过判别器。判别器的损失依赖于生成的点，所以除非把这些点
+# detach，判别器的 ``backward()`` 也会一路穿过生成器，在生成器的 ``.grad`` 里留下
+# 梯度。
+#
+# 下面，一个处理二维点的小生成器和小判别器完成一次训练迭代，生成的点 *没有*
+# detach。我们先看判别器的更新步之后生成器的 ``.grad``，再比较生成器的更新步在
+# 事先清零和不清零两种情况下所用的梯度。
+
+generator = nn.Sequential(nn.Linear(4, 16), nn.ReLU(), nn.Linear(16, 2)).to(device)
+discriminator = nn.Sequential(nn.Linear(2, 16), nn.ReLU(), nn.Linear(16, 1)).to(device)
+generator_optimizer = optim.Adam(generator.parameters(), lr=1e-3)
+discriminator_optimizer = optim.Adam(discriminator.parameters(), lr=1e-3)
+bce = nn.BCEWithLogitsLoss()
+real_points = torch.randn(64, 2, device=device) * 0.5 + torch.tensor([2.0, -1.0], device=device)
+noise = torch.randn(64, 4, device=device)
+real, fake = torch.ones(64, 1, device=device), torch.zeros(64, 1, device=device)
+
+
+def generator_gradient():
+    """把生成器当前的 ``.grad`` 拼成一个向量（为 ``None`` 的地方填零）。"""
+    return torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).flatten()
+                      for p in generator.parameters()])
+
+
+def generator_loss():
+    """生成器希望判别器把它生成的点判为真。"""
+    return bce(discriminator(generator(noise)), real)
+
+
+# 判别器的更新步，生成的点没有 detach。
+discriminator_optimizer.zero_grad()
+generated = generator(noise)  # 正确的写法是 generator(noise).detach()
+discriminator_loss = bce(discriminator(real_points), real) + bce(discriminator(generated), fake)
+discriminator_loss.backward()
+discriminator_optimizer.step()
+stale = generator_gradient()
+
+# 生成器的更新步，忘了先清零梯度……
+generator_loss().backward()
+without_zeroing = generator_gradient()
+# ……以及正确的做法。
+generator_optimizer.zero_grad()
+generator_loss().backward()
+own = generator_gradient()
+
+print(f"generator .grad left by the discriminator's backward(): norm {stale.norm().item():.4f}")
+print(f"generator's own gradient: norm {own.norm().item():.4f}, "
+      f"cosine similarity with the stale one: {torch.cosine_similarity(stale, own, dim=0).item():.3f}")
+print(f"gradient the generator's step uses without zeroing first: norm {without_zeroing.norm().item():.4f}, "
+      f"max abs difference from its own: {(without_zeroing - own).abs().max().item():.4f}")
+
+# %%
+# 残留的梯度和生成器自己的梯度差不多大，方向却几乎正好相反：它是让生成的点看起来
+# *更假* 的梯度，也就是判别器的目标。留在 ``.grad`` 里，它几乎抵消了生成器的更新
+# 步本该做的事。常用的防护措施有两条，大多数 GAN 代码两条都用：在判别器的损失里
+# 把生成的点 detach（``generator(noise).detach()``），这还能省掉穿过生成器的那段
+# 反向传播；以及在每个网络自己的 ``backward()`` 之前清零它的梯度。生成器的
+# ``backward()`` 同样会在判别器里留下梯度，下一次判别器更新步开头的
+# ``discriminator_optimizer.zero_grad()`` 会把它们清零。
+#
+# ``set_to_none``：没有梯度不等于零梯度
+# -------------------------------------
+#
+# 从 PyTorch 2.0 起，``zero_grad()`` 默认把 ``.grad`` 设为 ``None``，而不是填上
+# 零。对大多数训练循环来说两者可以互换，因为 ``backward()`` 会重新给每个参数算出
+# 梯度。但对于在某些更新步中没有参与计算的参数，两者就不一样了，例如模型中没有
+# 走到的分支，或者混合专家（mixture-of-experts）模型中这一步没有分到任何输入的
+# 专家。优化器会跳过 ``.grad`` 为 ``None`` 的参数；而零梯度终究还是梯度：动量会
+# 带着之前各步的速度继续前进，权重衰减仍会让权重缩小，Adam 仍会用它的滑动平均值
+# 相除来计算更新。
+#
+# ``idle_trajectory`` 让一个初始值为 1 的权重先用梯度 1 走一个真正的更新步，再走
+# 20 个没有任何梯度的更新步，并记录它一路上的取值。
+
+OPTIMIZERS = {
+    "SGD, momentum=0.9": lambda params: optim.SGD(params, lr=0.1, momentum=0.9),
+    "SGD, weight_decay=0.1": lambda params: optim.SGD(params, lr=0.1, weight_decay=0.1),
+    "Adam": lambda params: optim.Adam(params, lr=0.1),
+}
+
+
+def idle_trajectory(make_optimizer, set_to_none, idle_steps=20):
+    """一个权重在一个真正的更新步和随后 ``idle_steps`` 个无梯度更新步中的取值。"""
+    weight = torch.ones(1, device=device, requires_grad=True)
+    optimizer = make_optimizer([weight])
+    weight.sum().backward()  # 梯度为 1
+    optimizer.step()
+    values = [1.0, weight.item()]
+    for _ in range(idle_steps):
+        optimizer.zero_grad(set_to_none=set_to_none)
+        optimizer.step()  # 没有 backward()：这个权重没有参与计算
+        values.append(weight.item())
+    return values
+
+
+trajectories = {(name, set_to_none): idle_trajectory(make_optimizer, set_to_none)
+                for name, make_optimizer in OPTIMIZERS.items() for set_to_none in (False, True)}
+
+print(f"{'optimizer':<24}{'.grad after zero_grad()':>26}{'moved in the 20 idle steps':>30}")
+for (name, set_to_none), values in trajectories.items():
+    grad = "None" if set_to_none else "zeros"
+    print(f"{name:<24}{grad:>26}{abs(values[-1] - values[1]):>30.4f}")
+
+# %%
+# 梯度为零时，三个优化器都在继续移动这个权重，尽管它根本没有得到梯度；梯度为
+# ``None`` 时，它们让权重原地不动。下图画出了权重在这 21 个更新步中的变化。
+
+fig, axes = plt.subplots(1, 3, figsize=(11, 3.8), sharey=True)
+for ax, name in zip(axes, OPTIMIZERS):
+    ax.plot(trajectories[name, False], "o-", markersize=3, label="zero_grad(set_to_none=False)")
+    ax.plot(trajectories[name, True], "s--", markersize=3, label="zero_grad(set_to_none=True)")
+    ax.axvspan(1, 21, color="gray", alpha=0.1)
+    ax.set_title(name)
+    ax.set_xlabel("更新步")
+axes[0].set_ylabel("权重的值")
+axes[0].legend(loc="lower left", fontsize="small")
+fig.suptitle("第 1 步之后权重不再得到梯度（阴影部分）：零梯度让它移动，None 则不会")
+fig.tight_layout()
+plt.show()
+
+# %%
+# 推理需要的是 ``no_grad()``，而不是 ``zero_grad()``
+# ---------------------------------------------------
+#
+# ``zero_grad()`` 只是清零 ``.grad``，并不会让 autograd 停止工作。只要模型的参数
+# 需要梯度，前向传播就照样记录计算图，并让反向传播可能用到的每个张量一直留在
+# 内存里，不管之后有没有调用 ``backward()``：
+
+mlp = nn.Sequential(*[layer for _ in range(4) for layer in (nn.Linear(1024, 1024), nn.ReLU())]).to(device)
+batch = torch.randn(256, 1024, device=device)
+mlp.zero_grad()
+output = mlp(batch)
+print(f"after mlp.zero_grad(): output.requires_grad={output.requires_grad}, "
+      f"output.grad_fn={type(output.grad_fn).__name__}")
+del output
+
+# %%
+# 推理时应当关掉 autograd：``torch.no_grad()`` 不记录计算图；
+# ``torch.inference_mode()`` 更进一步，连那些让输出日后还能参与 autograd 的
+# 记录工作也省掉了。
+#
+# 下面用三种方式运行这个四层多层感知机（每层 1024 个单元，批大小 256）的同一次
+# 前向传播，测量两项指标：
+#
+# * **saved for backward**，即为反向传播保存的数据量：autograd 为反向传播保留的
+#   张量的字节数，用 ``torch.autograd.graph.saved_tensors_hooks`` 统计，每个张量
+#   被保存时它都能看到。参数不计在内（它们本来就存在），同一个张量保存两次只算
+#   一次。这就是只要输出还在、计算图就一直占用的内存，在任何设备上都能这样测。
+#   在 CUDA 上，表中还会给出前向传播分配内存的峰值
+#   （``torch.cuda.max_memory_allocated``）。
+# * **time per forward**，即每次前向传播的耗时：``torch.utils.benchmark.Timer``
+#   给出的中位数；它会先预热、同步 CUDA，并在设定的时间内反复调用。
+
+MIN_RUN_TIME = 0.05 if SMOKE_TEST else 0.5  # 每项计时反复调用的秒数
+MODES = {
+    "plain": contextlib.nullcontext,
+    "torch.no_grad()": torch.no_grad,
+    "torch.inference_mode()": torch.inference_mode,
+}
+
+
+def forward(model, inputs, mode):
+    with mode():
+        return model(inputs)
+
+
+def bytes_saved_for_backward(model, inputs, mode):
+    """一次前向传播中 autograd 保存的非参数张量的字节数。"""
+    parameters = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    saved = {}
+
+    def pack(tensor):
+        storage = tensor.untyped_storage()
+        if storage.data_ptr() not in parameters:
+            saved[storage.data_ptr()] = storage.nbytes()
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        forward(model, inputs, mode)
+    return sum(saved.values())
+
+
+def peak_forward_memory(model, inputs, mode):
+    """在 CUDA 上，前向传播在峰值时比开始前多分配的字节数。"""
+    if device.type != "cuda":
+        return None
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    before = torch.cuda.memory_allocated()
+    output = forward(model, inputs, mode)  # 保留输出，也就保留了它的计算图
+    peak = torch.cuda.max_memory_allocated() - before
+    del output
+    return peak
+
+
+def median_time(stmt, **names):
+    return benchmark.Timer(stmt=stmt, globals=names).blocked_autorange(min_run_time=MIN_RUN_TIME).median
+
+
+MiB = 2**20
+print(f"{'mode':<24}{'saved for backward':>20}{'time per forward':>18}{'peak memory':>14}")
+for name, mode in MODES.items():
+    saved = bytes_saved_for_backward(mlp, batch, mode)
+    seconds = median_time("forward(mlp, batch, mode)", forward=forward, mlp=mlp, batch=batch, mode=mode)
+    peak = peak_forward_memory(mlp, batch, mode)
+    peak = "n/a (CPU)" if peak is None else f"{peak / MiB:.1f} MiB"
+    print(f"{name:<24}{saved / MiB:>16.1f} MiB{seconds * 1e3:>15.2f} ms{peak:>14}")
+
+# %%
+# 普通的前向传播为一次永远不会到来的反向传播，留着输入和每个 ReLU 的输出；在
+# ``torch.no_grad()`` 和 ``torch.inference_mode()`` 下什么都不保存，每一层的输入
+# 在下一层用完之后就可以释放。对于由几个大矩阵乘法组成的模型，省下的时间不多，
+# 因为矩阵乘法的开销远远超过 autograd 的记录工作；模型中零碎的小运算越多，省下的
+# 时间就越多。
+#
+# 为什么默认是 ``set_to_none=True``
+# ---------------------------------
+#
+# 用零填充梯度，要写入每个梯度的每一个元素，写入的数字和模型的参数一样多。设为
+# ``None`` 则什么都不用写，还会把这块内存交还给分配器，直到下一次
+# ``backward()``；届时每个梯度都重新创建，而不是加到一个全零的张量上。这就是
+# ``set_to_none=True`` 在 PyTorch 2.0 中成为默认值的原因。
+#
+# 为了在一个规模接近实际的模型上测量，我们用随机权重构建一个 ResNet-18
+# （``weights=None``，因此不下载任何东西），做一次前向传播和反向传播，让每个参数
+# 都有梯度，然后用两种方式为 ``optimizer.zero_grad()`` 计时。每次计时的调用都先
+# 像反向传播那样把原来的梯度张量放回 ``.grad``，好让 ``set_to_none=True`` 每次都
+# 有梯度可丢；放回梯度这一步也单独计时。
+
+resnet = torchvision.models.resnet18(weights=None).to(device)
+resnet_optimizer = optim.SGD(resnet.parameters(), lr=0.1, momentum=0.9)
+resnet(torch.randn(2, 3, 64, 64, device=device)).sum().backward()
+parameters = list(resnet.parameters())
+gradients = [p.grad for p in parameters]
+
+
+def put_gradients_back():
+    for parameter, gradient in zip(parameters, gradients):
+        parameter.grad = gradient
+
+
+def zero_grad(set_to_none):
+    put_gradients_back()
+    resnet_optimizer.zero_grad(set_to_none=set_to_none)
+
+
+gradient_bytes = sum(g.numel() * g.element_size() for g in gradients)
+print(f"ResNet-18: {sum(p.numel() for p in parameters):,} parameters in {len(parameters)} tensors, "
+      f"{gradient_bytes / MiB:.1f} MiB of gradients")
+timings = {"putting gradients back only": median_time("put_gradients_back()", put_gradients_back=put_gradients_back)}
+for set_to_none in (False, True):
+    timings[f"zero_grad(set_to_none={set_to_none})"] = median_time(
+        "zero_grad(set_to_none)", zero_grad=zero_grad, set_to_none=set_to_none)
+for name, seconds in timings.items():
+    print(f"{name:<32}{seconds * 1e6:>10.1f} us per call")
+ratio = timings["zero_grad(set_to_none=False)"] / timings["zero_grad(set_to_none=True)"]
+print(f"set_to_none=False takes {ratio:.1f}x as long as set_to_none=True")
+
+# %%
+# 设为 ``None`` 的开销是用 Python 把 62 个参数循环一遍，是放回梯度那一步的几倍。
+# 写入零则在此之外还要把全部梯度内存过一遍；在 CPU 上这部分开销占了大头，从上面
+# 的倍数就能看出来。在 GPU 上，零是由几个内核以 GPU 的显存带宽写入的，所以两者
+# 在时间上的差距要小得多，但从 ``zero_grad()`` 到下一次 ``backward()`` 之间省下
+# 的内存是一样的。
+#
+# 默认值的代价是：在 ``zero_grad()`` 之后读取 ``.grad`` 的代码必须考虑它为
+# ``None`` 的情况；另外，如上文所示，没有梯度的参数会被优化器跳过，而不是按零梯度
+# 更新。
+#
+# 小结
+# ----
+#
+# * 在循环开头或紧跟在 ``optimizer.step()`` 之后调用 ``optimizer.zero_grad()``；
+#   千万不要放在 ``loss.backward()`` 和 ``optimizer.step()`` 之间，那样每个更新步
+#   都什么也不做。
+# * ``optimizer.zero_grad()`` 只清零优化器自己的参数。如果有参数不在优化器里，
+#   或者一张计算图上有好几个优化器，就在每组参数自己的 ``backward()`` 之前清零
+#   它们的梯度，或者把不该让另一个网络看到的张量 detach。
+# * 默认的 ``set_to_none=True`` 开销更小，还让优化器跳过没有得到梯度的参数；
+#   换成零梯度，在动量、权重衰减或 Adam 之下参数仍会移动。
+# * 推理时请用 ``torch.no_grad()`` 或 ``torch.inference_mode()``；
+#   ``zero_grad()`` 并不会关掉 autograd。
+# * 有时候累积梯度正是我们想要的：见 :ref:`gradient_accumulation`。
+
+# sphinx_gallery_thumbnail_number = 1

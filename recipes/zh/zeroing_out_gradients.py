@@ -152,7 +152,8 @@ initial_weights = copy.deepcopy(Net().state_dict())
 #
 # ``train`` 就是标准的训练循环，只多了一个开关 ``zero_grad``。数据加载器每次都使用一个重新设定了种子的随机数生成器，两次训练因此以相同的顺序拿到相同的小批量，
 # ``optimizer.zero_grad()`` 这一行就成了两者唯一的区别。每训练 2,000
-# 个小批量，循环就打印一次这些小批量的平均损失。一旦损失不再是有限的数，循环会报告出错的位置并停止，因为在那之后已经学不到任何有用的东西了。
+# 个小批量，循环就打印一次这些小批量的平均损失。一旦损失不再是有限的数，循环会报告出错的位置并停止，因为在那之后已经学不到任何有用的东西了。``train_from_initial_weights``
+# 为每次训练新建一个网络，载入保存的初始权重，并记录训练耗时。
 
 
 def train(model, zero_grad, epochs=2, print_every=2000):
@@ -184,18 +185,24 @@ def train(model, zero_grad, epochs=2, print_every=2000):
     return losses
 
 
+def train_from_initial_weights(zero_grad):
+    """从 ``initial_weights`` 出发训练一个新网络，并记录耗时。"""
+    model = Net().to(device)
+    model.load_state_dict(initial_weights)
+    start = time.perf_counter()
+    losses = train(model, zero_grad)
+    seconds = time.perf_counter() - start
+    print(f"Finished in {seconds:.1f} s")
+    return model, losses, seconds
+
+
 # %%
 # 调用 ``optimizer.zero_grad()`` 训练
 # -----------------------------------
 #
 # 这是大家都应该写的训练循环。打印出的损失从 2.3 左右开始，这正是在十个类别中均匀随机猜测时的损失（:math:`\ln 10`），之后稳步下降。
 
-net = Net().to(device)
-net.load_state_dict(initial_weights)
-start = time.perf_counter()
-losses_with = train(net, zero_grad=True)
-time_with = time.perf_counter() - start
-print(f"Finished in {time_with:.1f} s")
+net, losses_with, time_with = train_from_initial_weights(zero_grad=True)
 
 # %%
 # 去掉这一行再训练一次
@@ -205,12 +212,7 @@ print(f"Finished in {time_with:.1f} s")
 # 里存的是到目前为止所有小批量梯度的总和，而动量又会把这些越来越大的总和再累积一遍。更新一步比一步大，网络很快就被推得远远越过了任何极小值。在前
 # 2,000 个小批量里，打印出的损失就已经远高于随机猜测的 2.3；此后，相邻两行之间动辄相差好几个数量级：只要有一次过大的更新，就足以把权重推到这样一个位置：网络的输出极大，损失也随之极大。
 
-net_without = Net().to(device)
-net_without.load_state_dict(initial_weights)
-start = time.perf_counter()
-losses_without = train(net_without, zero_grad=False)
-time_without = time.perf_counter() - start
-print(f"Finished in {time_without:.1f} s")
+net_without, losses_without, time_without = train_from_initial_weights(zero_grad=False)
 
 # %%
 # 比较两次训练
