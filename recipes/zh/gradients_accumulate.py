@@ -26,6 +26,8 @@
 # 只需要 PyTorch 和 matplotlib。这里没有任何随机因素，运算也很简单，所以在
 # CPU 和 GPU 上得到的数字完全相同。
 
+# 图中的标签是中文。如果显示成方框，说明 matplotlib 没找到中文字体：请安装一种（如 Noto Sans CJK SC），
+# 再在画图前加上 plt.rcParams["font.family"] = ["DejaVu Sans", "Noto Sans CJK SC"]。
 import matplotlib.pyplot as plt
 import torch
 

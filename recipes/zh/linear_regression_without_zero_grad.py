@@ -25,6 +25,8 @@
 # 本教程的所有计算都留在 CPU 上：区区 20 个数，GPU 帮不上忙；而在 CPU 上生成
 # 随机数，能保证每台机器上得到的数字都一样，下面的每个值都可以核对。
 
+# 图中的标签是中文。如果显示成方框，说明 matplotlib 没找到中文字体：请安装一种（如 Noto Sans CJK SC），
+# 再在画图前加上 plt.rcParams["font.family"] = ["DejaVu Sans", "Noto Sans CJK SC"]。
 import matplotlib.pyplot as plt
 import torch
 import torch.nn as nn

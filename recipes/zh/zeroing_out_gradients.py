@@ -34,6 +34,8 @@ import os
 import time
 from pathlib import Path
 
+# 图中的标签是中文。如果显示成方框，说明 matplotlib 没找到中文字体：请安装一种（如 Noto Sans CJK SC），
+# 再在画图前加上 plt.rcParams["font.family"] = ["DejaVu Sans", "Noto Sans CJK SC"]。
 import matplotlib.pyplot as plt
 import torch
 import torch.nn as nn
