@@ -87,9 +87,20 @@ html: venv data
 	$(MAKE) --no-print-directory -j2 html-en html-zh
 	@echo "Built $(BUILDDIR)/html/index.html"
 
+# Sphinx-Gallery caches each recipe's run (NAME.py.md5 and outputs) in that
+# copy. Before building, forget a recipe that no longer exists, and one whose
+# run an interrupted build left incomplete (the .md5 is written before the
+# notebook and the zip), so that it runs again. The html tree is rewritten
+# each time so that no page of a removed recipe stays online.
 html-en html-zh: html-%: venv data
 	mkdir -p $(BUILDDIR)/src/$*
+	cd $(BUILDDIR)/src/$* && for copy in *.py; do \
+	  name=$${copy%.py}; [ -e "$$copy" ] || continue; \
+	  if [ ! -e "$(CURDIR)/recipes/$*/$$copy" ]; then rm -f "$$name".*; \
+	  elif [ ! -e "$$name.ipynb" ] || [ ! -e "$$name.zip" ]; then rm -f "$$copy.md5"; fi; \
+	done
 	cp -a docs/$*/. $(BUILDDIR)/src/$*/
+	rm -rf $(BUILDDIR)/html/$*
 	$(SPHINXBUILD) -t lang_$* -c . -d $(BUILDDIR)/doctrees/$* \
 	  $(BUILDDIR)/src/$* $(BUILDDIR)/html/$*
 	cp docs/index.html $(BUILDDIR)/html/index.html
@@ -105,13 +116,13 @@ serve:
 # -- Checks ------------------------------------------------------------------
 
 test: venv
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest tests
 
 test-browser: venv
-	$(BIN)/python -m pytest -m browser
+	$(BIN)/python -m pytest tests -m browser
 
 linkcheck-external: venv
-	-$(BIN)/python -m pytest -m external --run-external
+	-$(BIN)/python -m pytest tests -m external --run-external
 
 benchmark: venv data
 	$(BIN)/python benchmarks/build_and_train.py

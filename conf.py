@@ -11,6 +11,7 @@ from pathlib import Path
 
 import matplotlib
 from docutils import nodes
+from sphinx.search.zh import SearchChinese
 from sphinx.transforms import SphinxTransform
 from sphinx_gallery import downloads, gen_rst
 
@@ -58,6 +59,7 @@ html_title = project
 html_last_updated_fmt = None
 html_show_sourcelink = False
 html_context = {
+    "default_mode": "auto",  # without it the theme logs a console error on a first visit
     "lang": LANG,
     "other_lang": OTHER_LANG,
     "other_lang_name": {"en": "English", "zh": "简体中文"}[OTHER_LANG],
@@ -185,6 +187,18 @@ class JoinChineseLines(SphinxTransform):
                 node.parent.replace(node, nodes.Text(joined))
 
 
+# -- Chinese search ---------------------------------------------------------------
+# Sphinx 9.0 tokenises Chinese with jieba (in requirements.txt) but its page
+# script asks for a ``ChineseStemmer`` it does not ship, so search never starts
+# (sphinx-doc/sphinx#14229). Chinese words need no stemming; the English stemmer
+# it does ship leaves them unchanged and still stems English words.
+
+
+class ChineseSearch(SearchChinese):
+    language_name = "English"
+
+
 def setup(app):
     if LANG == "zh":
         app.add_transform(JoinChineseLines)
+        app.add_search_language(ChineseSearch)

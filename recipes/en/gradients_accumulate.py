@@ -45,7 +45,7 @@ torch.manual_seed(0)  # nothing below is random; seeded like every recipe of the
 # fills in, just like the parameters of a model. Until the first backward pass
 # its ``.grad`` is ``None``.
 #
-# The loss is :math:`L = 100 x_1 + 100 x_2`, so its gradient with respect to
+# The loss is *L* = 100 *x*\ :sub:`1` + 100 *x*\ :sub:`2`, so its gradient with respect to
 # ``x`` is 100 for both elements, wherever ``x`` is.
 
 x = torch.tensor([1.0, 2.0], requires_grad=True, device=device)

@@ -6,7 +6,7 @@ Linear regression without zeroing the gradients
 
 :ref:`gradients_accumulate` showed that ``backward()`` adds to ``.grad``
 instead of replacing it. This recipe shows what that does to training, on
-the simplest model there is: a straight line :math:`\\hat y = w x + b` fitted
+the simplest model there is: a straight line *ŷ* = *w* *x* + *b* fitted
 to 20 noisy points by hand-written gradient descent.
 
 The fit runs twice from the same starting point, once clearing the gradients
@@ -41,7 +41,7 @@ print(f"Using device: {device}")
 # Data and parameters
 # -------------------
 #
-# Twenty points scattered around the line :math:`y = 2x + 5`, with noise of
+# Twenty points scattered around the line *y* = 2\ *x* + 5, with noise of
 # standard deviation 1. The slope ``w`` starts at a random value, the
 # intercept ``b`` at zero; both are leaf tensors with ``requires_grad=True``,
 # so ``backward()`` fills in their ``.grad``. The loss is half the mean
@@ -297,7 +297,7 @@ print(f"largest difference from the never-zeroed loss curve: {difference:.2e}")
 # the start of each iteration is the one line that keeps ``.grad`` equal to
 # the gradient of the current loss.
 #
-# The data are four points exactly on the line :math:`y = 2x`, so the
+# The data are four points exactly on the line *y* = 2\ *x*, so the
 # answer to find is ``weight`` 2 and ``bias`` 0. For contrast, ``fit_line``
 # also runs once without ``zero_grad()``.
 

@@ -217,7 +217,7 @@ def train_from_initial_weights(zero_grad):
 # ------------------------------------
 #
 # This is the loop everyone should write. The printed loss starts near 2.3,
-# the loss of guessing uniformly among ten classes (:math:`\ln 10`), and falls
+# the loss of guessing uniformly among ten classes (ln 10), and falls
 # steadily.
 
 net, losses_with, time_with = train_from_initial_weights(zero_grad=True)

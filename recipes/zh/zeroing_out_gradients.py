@@ -202,7 +202,7 @@ def train_from_initial_weights(zero_grad):
 # 调用 ``optimizer.zero_grad()`` 训练
 # -----------------------------------
 #
-# 这是大家都应该写的训练循环。打印出的损失从 2.3 左右开始，这正是在十个类别中均匀随机猜测时的损失（:math:`\ln 10`），之后稳步下降。
+# 这是大家都应该写的训练循环。打印出的损失从 2.3 左右开始，这正是在十个类别中均匀随机猜测时的损失（ln 10），之后稳步下降。
 
 net, losses_with, time_with = train_from_initial_weights(zero_grad=True)
 

@@ -1,0 +1,396 @@
+"""The smoke-mode site read as files: what a reader of either language gets.
+
+Static checks of `_build/smoke/html` (built once per session by the
+``smoke_site`` fixture): every recipe has its page, figures, thumbnail and
+downloads in both trees, pages declare their language, Chinese pages carry no
+English interface text, every page links to the same page in the other
+language, executed pages report their running time, and the notebooks start
+with a cell that works in Jupyter or Colab.
+
+The helpers at the top are shared with test_links.py, test_browser.py,
+test_downloads.py and test_failure_modes.py.
+"""
+
+import ast
+import re
+import zipfile
+from pathlib import Path
+
+import nbformat
+import pytest
+from bs4 import BeautifulSoup, Comment, Declaration, Doctype, ProcessingInstruction
+
+from conftest import LANGUAGES, RECIPE_NAMES, RECIPES, REPO
+
+
+HTML_LANG = {"en": "en", "zh": "zh-CN"}
+OTHER_LANG = {"en": "zh", "zh": "en"}
+# Folders of a Sphinx output tree that hold assets, not pages.
+ASSET_DIRS = {"_static", "_sources", "_downloads", "_images"}
+CJK = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]")
+LATIN_WORD = re.compile(r"[A-Za-z]{2,}")
+
+
+def tree_pages(site, lang):
+    """Paths (relative to the language tree) of every HTML page of one language."""
+    root = site / lang
+    return sorted(
+        p.relative_to(root) for p in root.rglob("*.html") if not ASSET_DIRS & set(p.relative_to(root).parts)
+    )
+
+
+def read_html(path):
+    return BeautifulSoup(Path(path).read_text(encoding="utf-8"), "html.parser")
+
+
+def find_download(site, lang, filename):
+    """The one file Sphinx copied to ``_downloads/<hash>/filename`` in a language tree."""
+    found = sorted((site / lang / "_downloads").glob(f"*/{filename}"))
+    assert len(found) == 1, f"expected one {lang}/_downloads/*/{filename}, found {found}"
+    return found[0]
+
+
+def conf_value(name):
+    """A literal setting of conf.py (top level, or a key of a dict), read without running conf.py."""
+    for node in ast.walk(ast.parse((REPO / "conf.py").read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == name for t in node.targets):
+            return ast.literal_eval(node.value)
+        if isinstance(node, ast.Dict):
+            for key, value in zip(node.keys, node.values):
+                if isinstance(key, ast.Constant) and key.value == name:
+                    return ast.literal_eval(value)
+    raise AssertionError(f"conf.py does not set {name}")
+
+
+# Where Sphinx-Gallery writes the recipe pages and the gallery index, in each tree.
+GALLERY = Path(conf_value("gallery_dirs"))
+
+
+def gallery_index(site, lang):
+    return site / lang / GALLERY / "index.html"
+
+
+def recipe_page(site, lang, name):
+    return site / lang / GALLERY / f"{name}.html"
+
+
+def recipe_source(lang, name):
+    return RECIPES / lang / f"{name}.py"
+
+
+def script_outputs(soup):
+    """The text of every block of printed output (``.sphx-glr-script-out``) on a page."""
+    return [block.get_text() for block in soup.select("div.sphx-glr-script-out")]
+
+
+# Wall-clock durations in printed output; they differ from run to run.
+SECONDS = re.compile(r"\b\d[\d,]*(?:\.\d+)?\s*(?:s|ms|us|µs|ns|sec|secs|seconds?)\b")
+# A ratio of two durations ("takes 49.7x as long"), as noisy as they are.
+RATIO = re.compile(r"\b\d+(?:\.\d+)?x\b")
+NUMBER = re.compile(r"^[-+]?\d[\d,]*(?:\.\d+)?%?$")
+
+
+def without_timings(text):
+    """Printed output with wall-clock times masked, so that two runs can be compared.
+
+    Masks "<number> s" (and ms, us, seconds) and "<number>x" ratios anywhere,
+    and the last column of the rows of a table whose header ends with a
+    "time (s)" column, as the flagship recipe's summary table has. Spaces that
+    right-align a masked number go too.
+    """
+    lines, in_timed_table = [], False
+    for line in text.splitlines():
+        if re.search(r"\btime\b.*\((?:s|ms|us)\)\s*$", line):
+            in_timed_table = True
+        elif in_timed_table and line.split() and NUMBER.match(line.split()[-1]):
+            line = line.rsplit(None, 1)[0] + " <time>"
+        else:
+            in_timed_table = False
+        line = SECONDS.sub("<time>", line.rstrip())
+        line = RATIO.sub("<ratio>", re.sub(r"\s+<time>", " <time>", line))
+        lines.append(line)
+    return "\n".join(lines)
+
+
+# -- Landing page ------------------------------------------------------------
+
+
+def test_landing_page_links_both_languages(smoke_site):
+    soup = read_html(smoke_site / "index.html")
+    hrefs = {a["href"] for a in soup.find_all("a", href=True)}
+    for lang in LANGUAGES:
+        assert f"{lang}/index.html" in hrefs, f"index.html does not link {lang}/index.html: {hrefs}"
+        assert (smoke_site / lang / "index.html").is_file()
+    chinese = soup.find("a", href="zh/index.html")
+    assert chinese.get("lang") == "zh-CN" and chinese.get("hreflang") == "zh-CN", chinese
+
+
+# -- Pages, figures, downloads -----------------------------------------------
+
+
+def test_both_trees_have_the_same_pages(smoke_site):
+    pages = tree_pages(smoke_site, "en")
+    assert pages == tree_pages(smoke_site, "zh")
+    for expected in (Path("index.html"), Path("search.html"), Path("genindex.html"), GALLERY / "index.html"):
+        assert expected in pages, f"{expected} missing"
+
+
+@pytest.mark.parametrize("lang", LANGUAGES)
+@pytest.mark.parametrize("name", RECIPE_NAMES)
+def test_recipe_has_page_figures_and_thumbnail(smoke_site, lang, name):
+    page = recipe_page(smoke_site, lang, name)
+    assert page.is_file(), f"{page} was not built"
+    soup = read_html(page)
+    article = soup.select_one("article")
+    figures = [img["src"] for img in article.find_all("img") if f"sphx_glr_{name}_" in img["src"]]
+    for src in figures:
+        assert (page.parent / src).is_file(), f"{page.name} shows {src}, which does not exist"
+    if re.search(r"^\s*(import matplotlib|from matplotlib)", recipe_source(lang, name).read_text(), re.M):
+        assert figures, f"{lang}/{name} imports matplotlib but its page shows no figure"
+    # The other language shows the same figures (the same code draws them).
+    other = read_html(recipe_page(smoke_site, OTHER_LANG[lang], name)).select_one("article")
+    assert figures == [img["src"] for img in other.find_all("img") if f"sphx_glr_{name}_" in img["src"]]
+
+    thumbnail = smoke_site / lang / "_images" / f"sphx_glr_{name}_thumb.png"
+    assert thumbnail.is_file() and thumbnail.stat().st_size > 0, f"{thumbnail} missing"
+    gallery = gallery_index(smoke_site, lang)
+    cards = [card for card in read_html(gallery).select("div.sphx-glr-thumbcontainer")
+             if any((gallery.parent / a["href"]).resolve() == page.resolve() for a in card.find_all("a", href=True))]
+    assert len(cards) == 1, f"{gallery} has {len(cards)} cards for {name}"
+    card_images = [(gallery.parent / img["src"]).resolve() for img in cards[0].find_all("img")]
+    assert card_images == [thumbnail.resolve()], card_images
+
+
+@pytest.mark.parametrize("lang", LANGUAGES)
+@pytest.mark.parametrize("name", RECIPE_NAMES)
+def test_recipe_downloads(smoke_site, lang, name):
+    """The page links its .py, .ipynb and .zip; the .py is the recipe itself."""
+    page = recipe_page(smoke_site, lang, name)
+    links = {page.parent.joinpath(a["href"]).resolve() for a in read_html(page).find_all("a", href=True)
+             if "_downloads/" in a["href"]}
+    for suffix in (".py", ".ipynb", ".zip"):
+        path = find_download(smoke_site, lang, name + suffix)
+        assert path.stat().st_size > 0, path
+        assert path.resolve() in links, f"{page} does not link {path.name}"
+
+    script = find_download(smoke_site, lang, f"{name}.py")
+    assert script.read_bytes() == recipe_source(lang, name).read_bytes(), \
+        f"the {lang} download {script.name} is not recipes/{lang}/{name}.py"
+    with zipfile.ZipFile(find_download(smoke_site, lang, f"{name}.zip")) as archive:
+        assert sorted(archive.namelist()) == sorted([f"{name}.py", f"{name}.ipynb"])
+        assert archive.read(f"{name}.py") == script.read_bytes()
+
+
+def gallery_zips(site, lang):
+    """{".py": path, ".ipynb": path} of the download-all archives the gallery index links."""
+    gallery = gallery_index(site, lang)
+    soup = read_html(gallery)
+    zips = {}
+    for kind, suffix in (("python", ".py"), ("jupyter", ".ipynb")):
+        links = soup.select(f".sphx-glr-footer-gallery .sphx-glr-download-{kind} a[href]")
+        assert len(links) == 1, f"{gallery} has {len(links)} links to download all {kind} files"
+        zips[suffix] = (gallery.parent / links[0]["href"]).resolve()
+        assert zips[suffix].suffix == ".zip" and zips[suffix].parent.parent.name == "_downloads", zips[suffix]
+    return zips
+
+
+@pytest.mark.parametrize("lang", LANGUAGES)
+def test_gallery_zips_hold_every_recipe(smoke_site, lang):
+    for suffix, path in gallery_zips(smoke_site, lang).items():
+        assert path.is_file(), f"{path} does not exist"
+        with zipfile.ZipFile(path) as archive:
+            assert sorted(archive.namelist()) == sorted(name + suffix for name in RECIPE_NAMES), path.name
+            if suffix == ".py":
+                for name in RECIPE_NAMES:
+                    assert archive.read(name + suffix) == recipe_source(lang, name).read_bytes(), name
+
+
+@pytest.mark.parametrize("lang", LANGUAGES)
+def test_gallery_follows_the_reading_order(smoke_site, lang):
+    """The gallery lists the recipes in conf.py's RECIPE_ORDER, then any others by name."""
+    gallery = gallery_index(smoke_site, lang)
+    shown = [(gallery.parent / a["href"]).resolve()
+             for a in read_html(gallery).select("div.sphx-glr-thumbcontainer a[href]")]
+    shown = [path.stem for path in shown if path.parent == gallery.parent.resolve()]
+    order = [Path(name).stem for name in conf_value("RECIPE_ORDER")]
+    expected = [n for n in order if n in RECIPE_NAMES] + sorted(n for n in RECIPE_NAMES if n not in order)
+    assert shown == expected
+
+
+def test_pages_load_nothing_from_other_hosts(smoke_site):
+    """Scripts, styles, fonts and images all come with the site: it works offline and tracks no one."""
+    loads = {"script": "src", "img": "src", "iframe": "src", "source": "src", "link": "href"}
+    remote = {}
+    for page in [Path("index.html")] + [Path(lang) / p for lang in LANGUAGES for p in tree_pages(smoke_site, lang)]:
+        for tag in read_html(smoke_site / page).find_all(list(loads)):
+            if tag.name == "link" and not {"stylesheet", "preload", "icon", "modulepreload"} & set(tag.get("rel", [])):
+                continue
+            url = tag.get(loads[tag.name], "")
+            if re.match(r"^(https?:)?//", url):
+                remote.setdefault(url, []).append(str(page))
+    assert not remote, "pages load from other hosts:\n" + "\n".join(
+        f"{url} (on {len(pages)} pages, e.g. {pages[0]})" for url, pages in remote.items())
+
+
+# -- Language ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("lang", LANGUAGES)
+def test_pages_declare_their_language(smoke_site, lang):
+    wrong = {}
+    for page in tree_pages(smoke_site, lang):
+        declared = read_html(smoke_site / lang / page).find("html").get("lang")
+        if declared != HTML_LANG[lang]:
+            wrong[str(page)] = declared
+    assert not wrong, f'pages of {lang}/ should have <html lang="{HTML_LANG[lang]}">: {wrong}'
+
+
+@pytest.mark.parametrize("lang", LANGUAGES)
+def test_every_page_links_the_same_page_in_the_other_language(smoke_site, lang):
+    other = OTHER_LANG[lang]
+    problems = []
+    for page in tree_pages(smoke_site, lang):
+        path = smoke_site / lang / page
+        switches = read_html(path).select("a.language-switch")
+        if not switches:
+            problems.append(f"{page}: no a.language-switch")
+        for a in switches:
+            target = (path.parent / a["href"]).resolve()
+            if target != (smoke_site / other / page).resolve() or not target.is_file():
+                problems.append(f"{page}: language link {a['href']} is not {other}/{page}")
+            if a.get("hreflang") != HTML_LANG[other]:
+                problems.append(f"{page}: language link has hreflang={a.get('hreflang')}")
+    assert not problems, "\n".join(problems)
+
+
+# Reader-facing English phrases of Sphinx, pydata-sphinx-theme and Sphinx-Gallery.
+ENGLISH_UI = (
+    "Download", "Total running time", "Go to the end", "Gallery generated", "Search", "On this page",
+    "Previous", "Next", "previous", "next", "Back to top", "Skip to main content", "Color mode",
+    "System Settings", "Light", "Dark", "Breadcrumb", "Copyright", "Contents", "Index", "Section Navigation",
+    "Site Navigation", "Navigation", "Note", "Warning", "See also", "Hint", "Tip", "Created using",
+    "Built with", "Show Source", "Edit on", "Home", "Menu", "Close", "Toggle", "Link to this",
+    "minutes", "seconds", "source code", "notebook", "zipped", "all examples", "Please activate",
+    "Searching", "Search Results", "Expand", "Collapse",
+)
+UI_PATTERN = re.compile(r"\b(" + "|".join(map(re.escape, ENGLISH_UI)) + r")\b")
+# Attributes a reader meets as tooltips, placeholders or screen-reader labels.
+UI_ATTRIBUTES = ("title", "aria-label", "placeholder", "data-bs-title", "data-tooltip")
+# Parts of a page's content that Sphinx or Sphinx-Gallery write, not the author.
+GENERATED_IN_ARTICLE = (
+    ".sphx-glr-download-link-note", ".sphx-glr-footer", ".sphx-glr-timing", ".sphx-glr-signature",
+    ".admonition-title", "a.headerlink", ".sphx-glr-script-out-label",
+)
+
+
+def interface_strings(soup, whole_page=False):
+    """(kind, string) for the text and tooltips of a page that the theme or the generators wrote.
+
+    That is everything outside the article, plus what Sphinx-Gallery and Sphinx
+    insert into the article (or, with ``whole_page``, all of the article),
+    minus code, program output, keyboard keys and anything marked as being in
+    another language (the language switch).
+    """
+    soup = BeautifulSoup(str(soup), "html.parser")  # work on a copy
+    for tag in soup.select("code.download"):  # Sphinx-Gallery's download labels are set as code
+        for span in tag.find_all("span"):
+            span.unwrap()
+        tag.unwrap()
+    soup.smooth()
+    for tag in soup(["script", "style", "pre", "code", "kbd", "noscript", "samp"]):
+        tag.decompose()
+    for tag in soup.select(".highlight, .sphx-glr-script-out"):
+        tag.decompose()
+    for tag in soup.find_all(lang=True):
+        if tag.name != "html" and tag["lang"] != soup.html.get("lang"):
+            tag.decompose()
+    article = soup.select_one("article")
+    if article is not None and not whole_page:
+        kept = [BeautifulSoup(str(tag), "html.parser") for sel in GENERATED_IN_ARTICLE for tag in article.select(sel)]
+        article.decompose()
+    else:
+        kept = []
+    strings = []
+    for part in [soup, *kept]:
+        strings += [("text", " ".join(s.split())) for s in part.find_all(string=True)
+                    if s.strip() and not isinstance(s, (Comment, Declaration, Doctype, ProcessingInstruction))]
+        strings += [(name, tag[name].strip()) for tag in part.find_all(True) for name in UI_ATTRIBUTES
+                    if tag.get(name, "").strip()]
+    return strings
+
+
+def test_no_english_interface_on_chinese_pages(smoke_site):
+    """No Sphinx, theme or Sphinx-Gallery phrase stays English on a Chinese page.
+
+    Searches all text outside code and program output, and the tooltips.
+    (Sphinx-Gallery's "Out:" label is drawn by CSS; test_browser.py checks that.)
+    """
+    leaks = {}
+    for page in tree_pages(smoke_site, "zh"):
+        found = {f"{kind}: {value!r}" for kind, value in interface_strings(read_html(smoke_site / "zh" / page), True)
+                 if UI_PATTERN.search(value)}
+        if found:
+            leaks[str(page)] = sorted(found)
+    assert not leaks, "English interface text on Chinese pages:\n" + "\n".join(f"{p}: {s}" for p, s in leaks.items())
+
+
+def test_chinese_interface_differs_from_english(smoke_site):
+    """Any interface string shown identically on an English page and its Chinese twin is untranslated.
+
+    This catches English strings that the phrase list above does not know about.
+    Strings without a Latin word, or with a Chinese character, are not English.
+    """
+    allowed = {"Ctrl"}  # a key's name
+    leaks = {}
+    for page in tree_pages(smoke_site, "zh"):
+        english = set(interface_strings(read_html(smoke_site / "en" / page)))
+        same = {f"{kind}: {value!r}" for kind, value in interface_strings(read_html(smoke_site / "zh" / page))
+                if (kind, value) in english and value not in allowed
+                and LATIN_WORD.search(value) and not CJK.search(value)}
+        if same:
+            leaks[str(page)] = sorted(same)
+    assert not leaks, "Untranslated interface text on Chinese pages:\n" + "\n".join(
+        f"{p}: {s}" for p, s in leaks.items())
+
+
+# -- Executed recipes and notebooks ------------------------------------------
+
+TIMING = {
+    "en": re.compile(r"Total running time of the script:\s*\(\s*(\d+) minutes ([\d.]+) seconds\)"),
+    "zh": re.compile(r"脚本总运行时间：\s*(\d+) 分 ([\d.]+) 秒"),
+}
+
+
+@pytest.mark.parametrize("lang", LANGUAGES)
+@pytest.mark.parametrize("name", RECIPE_NAMES)
+def test_page_reports_a_running_time(smoke_site, lang, name):
+    timing = read_html(recipe_page(smoke_site, lang, name)).select("p.sphx-glr-timing")
+    assert len(timing) == 1, f"{lang}/{name}: no sphx-glr-timing paragraph (was it executed?)"
+    match = TIMING[lang].search(timing[0].get_text())
+    assert match, f"{lang}/{name}: unexpected timing text {timing[0].get_text()!r}"
+    assert int(match[1]) * 60 + float(match[2]) > 0, f"{lang}/{name}: {timing[0].get_text()!r}"
+
+
+@pytest.mark.parametrize("lang", LANGUAGES)
+@pytest.mark.parametrize("name", RECIPE_NAMES)
+def test_executed_page_shows_output(smoke_site, lang, name):
+    """The build ran the recipe: its page shows what it printed."""
+    outputs = script_outputs(read_html(recipe_page(smoke_site, lang, name)))
+    source = recipe_source(lang, name).read_text(encoding="utf-8")
+    if re.search(r"^\s*print\(", source, re.M):
+        assert outputs and any(o.strip() for o in outputs), f"{lang}/{name} prints, but its page shows no output"
+
+
+@pytest.mark.parametrize("lang", LANGUAGES)
+@pytest.mark.parametrize("name", RECIPE_NAMES)
+def test_notebook_starts_with_a_setup_cell(smoke_site, lang, name):
+    notebook = nbformat.read(find_download(smoke_site, lang, f"{name}.ipynb"), as_version=4)
+    nbformat.validate(notebook)
+    assert notebook.metadata.kernelspec.name == "python3"
+    first = notebook.cells[0]
+    assert first.cell_type == "code", first
+    assert re.search(r"^%matplotlib inline$", first.source, re.M), first.source
+    assert re.search(r"^# ?%pip install .*\btorch\b.*\btorchvision\b", first.source, re.M), first.source
+    if lang == "zh":
+        comments = [line for line in first.source.splitlines() if line.startswith("#") and "pip" not in line]
+        assert comments and all(CJK.search(line) for line in comments), first.source
