@@ -35,7 +35,7 @@ else
 export CIFAR10_ROOT := $(abspath _build/data/download)
 endif
 
-.PHONY: help html html-en html-zh html-noplot serve data venv test test-browser \
+.PHONY: help html html-en html-zh html-noplot serve data venv test test-smoke test-browser \
         linkcheck-external benchmark clean
 
 help:
@@ -45,6 +45,7 @@ help:
 	@echo "make html-noplot     build without executing any recipe (fast, no outputs)"
 	@echo "make serve           serve _build/html on http://127.0.0.1:$(PORT)/"
 	@echo "make test            run the test suite (smoke mode: seconds, no data needed)"
+	@echo "make test-smoke      only the recipes in smoke mode and the translation checks"
 	@echo "make test-browser    only the checks that drive a headless browser"
 	@echo "make benchmark       time the build and the training against the classic recipe"
 	@echo "make clean           remove everything generated"
@@ -117,6 +118,9 @@ serve:
 
 test: venv
 	$(BIN)/python -m pytest tests
+
+test-smoke: venv
+	$(BIN)/python -m pytest tests -m "not site"
 
 test-browser: venv
 	$(BIN)/python -m pytest tests -m browser

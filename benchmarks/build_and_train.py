@@ -18,7 +18,9 @@ floor      seconds per training step: the flagship's whole loop (data loader,
 build      a clean build of both languages into _build/bench (wall time and each
            recipe's execution time), a rebuild with nothing changed, and a
            rebuild after editing only the prose of one recipe.
-tests      the smoke test suite (`make test`) wall time.
+tests      wall time of the smoke test suite (`make test-smoke`: every recipe in
+           smoke mode in both languages, translation checks) and of the whole
+           suite (`make test`: also the smoke site, browser, downloads, failures).
 """
 
 import argparse
@@ -229,7 +231,8 @@ def build():
 
 
 def tests():
-    report("smoke test suite (make test)", make("test"))
+    report("smoke test suite (make test-smoke)", make("test-smoke"))
+    report("whole test suite with site, browser, downloads (make test)", make("test"))
 
 
 def main():

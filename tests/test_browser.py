@@ -25,7 +25,7 @@ import pytest
 from conftest import LANGUAGES, RECIPE_NAMES, REPO
 from test_site import gallery_index, gallery_zips, recipe_page, recipe_source, tree_pages
 
-pytestmark = pytest.mark.browser
+pytestmark = [pytest.mark.browser, pytest.mark.site]
 
 CHROMIUM = Path(os.environ.get("CHROMIUM", "/usr/bin/chromium"))
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",

@@ -21,6 +21,8 @@ from nbclient import NotebookClient
 from conftest import LANGUAGES, RECIPE_NAMES, run_script, smoke_env
 from test_site import find_download, read_html, recipe_page, script_outputs, without_timings
 
+pytestmark = pytest.mark.site  # needs the smoke-mode site (or builds one)
+
 
 KERNEL_NAME = "zero-grad-recipes-smoke"
 

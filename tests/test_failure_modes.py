@@ -23,6 +23,8 @@ import pytest
 from conftest import LANGUAGES, RECIPE_NAMES, RECIPES, REPO, run_script, smoke_env
 from test_site import GALLERY, read_html, recipe_page, script_outputs, without_timings
 
+pytestmark = pytest.mark.site  # needs the smoke-mode site (or builds one)
+
 FLAGSHIP = "zeroing_out_gradients"
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 # A proxy on the discard port of this machine: every download is refused at once.

@@ -21,6 +21,8 @@ import pytest
 from conftest import LANGUAGES
 from test_site import read_html, tree_pages
 
+pytestmark = pytest.mark.site  # needs the smoke-mode site (or builds one)
+
 
 # Tag attributes that point at another resource.
 LINK_ATTRIBUTES = ("href", "src", "srcset", "data-src", "poster", "action")

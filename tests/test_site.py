@@ -22,6 +22,8 @@ from bs4 import BeautifulSoup, Comment, Declaration, Doctype, ProcessingInstruct
 
 from conftest import LANGUAGES, RECIPE_NAMES, RECIPES, REPO
 
+pytestmark = pytest.mark.site  # needs the smoke-mode site (or builds one)
+
 
 HTML_LANG = {"en": "en", "zh": "zh-CN"}
 OTHER_LANG = {"en": "zh", "zh": "en"}

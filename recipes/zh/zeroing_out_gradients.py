@@ -247,7 +247,7 @@ if len(diverged) > 0:
     print(f"Divergence point: step {point[0]:,}, where the loss without zero_grad() is "
           f"{point[1]:.2f} against {smooth_with[diverged[0]].item():.2f} with it")
     ax.plot(*point, "o", color="C1", markersize=9, fillstyle="none")
-    ax.annotate(f"发散点：更新步 {point[0]:,}", point, xytext=(25, -25),
+    ax.annotate(f"发散点：更新步 {point[0]:,}", point, xytext=(30, 45),
                 textcoords="offset points", arrowprops={"arrowstyle": "->"})
 if not math.isfinite(losses_without[-1]):
     ax.plot(len(losses_without), max(x for x in losses_without if math.isfinite(x)), "x",
