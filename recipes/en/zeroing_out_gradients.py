@@ -47,7 +47,6 @@ import torch.nn as nn
 import torch.nn.functional as F
 import torch.optim as optim
 import torchvision
-from torch.utils.data import DataLoader, TensorDataset
 from torchvision.transforms import v2 as transforms
 
 # The test suite sets ZERO_GRAD_SMOKE=1 to train on random images for a few seconds.
@@ -67,8 +66,8 @@ torch.manual_seed(0)  # same random numbers, and so the same results, on every r
 # laid out as ``train/<class>/*.jpg`` and ``test/<class>/*.jpg``.
 #
 # The classic version of this recipe converts and normalises every image again
-# in every epoch. Here each image is decoded once into one ``uint8`` tensor per
-# split, and the same normalisation (mean 0.5 and standard deviation 0.5 per
+# in every epoch, in a ``DataLoader``. Here each image is decoded once into one
+# ``uint8`` tensor per split, and the same normalisation (mean 0.5 and standard deviation 0.5 per
 # channel, so pixels end up in [-1, 1]) is applied to the whole tensor at once.
 # The numbers the network sees are the same; the training loop just no longer
 # waits for image decoding.
@@ -120,9 +119,9 @@ normalize = transforms.Compose([
     transforms.ToDtype(torch.float32, scale=True),  # uint8 [0, 255] -> float [0, 1]
     transforms.Normalize(mean=[0.5, 0.5, 0.5], std=[0.5, 0.5, 0.5]),
 ])
-train_set = TensorDataset(normalize(train_images).to(device), train_labels.to(device))
-test_set = TensorDataset(normalize(test_images).to(device), test_labels.to(device))
-print(f"Loaded {len(train_set):,} training and {len(test_set):,} test images "
+train_images, train_labels = normalize(train_images).to(device), train_labels.to(device)
+test_images, test_labels = normalize(test_images).to(device), test_labels.to(device)
+print(f"Loaded {len(train_labels):,} training and {len(test_labels):,} test images "
       f"in {time.perf_counter() - start:.1f} s")
 
 # %%
@@ -163,10 +162,11 @@ initial_weights = copy.deepcopy(Net().state_dict())
 # Cross-entropy loss and SGD with learning rate 0.001 and momentum 0.9, trained
 # for 2 epochs on mini-batches of 4 images, exactly as in the classic recipe.
 #
-# ``train`` is the canonical loop with one switch, ``zero_grad``. A data loader
-# with a freshly seeded generator gives both runs the same batches in the same
-# order, so the ``optimizer.zero_grad()`` line is the only difference between
-# them. Every 2,000 mini-batches the loop prints their mean loss. If the loss
+# ``train`` is the canonical loop with one switch, ``zero_grad``. Each epoch
+# shuffles the training images with ``torch.randperm`` and cuts the order into
+# mini-batches of 4. The random generator is seeded afresh for every run, so
+# both runs see the same batches in the same order, and the
+# ``optimizer.zero_grad()`` line is the only difference between them. Every 2,000 mini-batches the loop prints their mean loss. If the loss
 # ever stops being a finite number, the loop says where and stops, since
 # nothing useful can be learned after that. ``train_from_initial_weights``
 # gives each run a fresh network with the saved initial weights and times it.
@@ -176,12 +176,13 @@ def train(model, zero_grad, epochs=2, print_every=2000):
     """Train ``model`` on the training set; return the loss of every step."""
     criterion = nn.CrossEntropyLoss()
     optimizer = optim.SGD(model.parameters(), lr=0.001, momentum=0.9)
-    loader = DataLoader(train_set, batch_size=4, shuffle=True,
-                        generator=torch.Generator().manual_seed(0))
+    batch_order = torch.Generator().manual_seed(0)
     losses = []
     for epoch in range(epochs):
         running_loss = 0.0
-        for i, (inputs, labels) in enumerate(loader):
+        shuffled = torch.randperm(len(train_labels), generator=batch_order)
+        for i, batch in enumerate(shuffled.split(4)):
+            inputs, labels = train_images[batch], train_labels[batch]
             if zero_grad:
                 optimizer.zero_grad()  # forget the previous mini-batch's gradients
             outputs = model(inputs)
@@ -295,9 +296,9 @@ def accuracy(model):
     """Fraction of the test images that ``model`` classifies correctly."""
     correct = 0
     with torch.no_grad():
-        for images, labels in DataLoader(test_set, batch_size=1000):
+        for images, labels in zip(test_images.split(1000), test_labels.split(1000)):
             correct += (model(images).argmax(dim=1) == labels).sum().item()
-    return correct / len(test_set)
+    return correct / len(test_labels)
 
 
 def final_loss(losses, last=2000):
@@ -338,7 +339,7 @@ def parameters_with_gradient(model):
     return [name for name, p in model.named_parameters() if p.grad is not None]
 
 
-inputs, labels = train_set[:4]
+inputs, labels = train_images[:4], train_labels[:4]
 model = Net().to(device)
 last_layer_optimizer = optim.SGD(model.fc3.parameters(), lr=0.001, momentum=0.9)
 F.cross_entropy(model(inputs), labels).backward()

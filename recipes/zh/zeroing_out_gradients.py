@@ -42,7 +42,6 @@ import torch.nn as nn
 import torch.nn.functional as F
 import torch.optim as optim
 import torchvision
-from torch.utils.data import DataLoader, TensorDataset
 from torchvision.transforms import v2 as transforms
 
 # 测试套件会设置 ZERO_GRAD_SMOKE=1，用随机图像只训练几秒钟。
@@ -112,9 +111,9 @@ normalize = transforms.Compose([
     transforms.ToDtype(torch.float32, scale=True),  # uint8 [0, 255] -> 浮点数 [0, 1]
     transforms.Normalize(mean=[0.5, 0.5, 0.5], std=[0.5, 0.5, 0.5]),
 ])
-train_set = TensorDataset(normalize(train_images).to(device), train_labels.to(device))
-test_set = TensorDataset(normalize(test_images).to(device), test_labels.to(device))
-print(f"Loaded {len(train_set):,} training and {len(test_set):,} test images "
+train_images, train_labels = normalize(train_images).to(device), train_labels.to(device)
+test_images, test_labels = normalize(test_images).to(device), test_labels.to(device)
+print(f"Loaded {len(train_labels):,} training and {len(test_labels):,} test images "
       f"in {time.perf_counter() - start:.1f} s")
 
 # %%
@@ -152,7 +151,7 @@ initial_weights = copy.deepcopy(Net().state_dict())
 # 损失函数用交叉熵，优化器用学习率为 0.001、动量为 0.9 的 SGD，每个小批量 4
 # 张图像，训练 2 轮，与经典教程完全一致。
 #
-# ``train`` 就是标准的训练循环，只多了一个开关 ``zero_grad``。数据加载器每次都使用一个重新设定了种子的随机数生成器，两次训练因此以相同的顺序拿到相同的小批量，
+# ``train`` 就是标准的训练循环，只多了一个开关 ``zero_grad``。每一轮先用 ``torch.randperm`` 打乱训练图像的顺序，再按每 4 张切成小批量；每次训练都重新设定随机数生成器的种子，两次训练因此以相同的顺序拿到相同的小批量，
 # ``optimizer.zero_grad()`` 这一行就成了两者唯一的区别。每训练 2,000
 # 个小批量，循环就打印一次这些小批量的平均损失。一旦损失不再是有限的数，循环会报告出错的位置并停止，因为在那之后已经学不到任何有用的东西了。``train_from_initial_weights``
 # 为每次训练新建一个网络，载入保存的初始权重，并记录训练耗时。
@@ -162,12 +161,13 @@ def train(model, zero_grad, epochs=2, print_every=2000):
     """在训练集上训练 ``model``，返回每个更新步的损失。"""
     criterion = nn.CrossEntropyLoss()
     optimizer = optim.SGD(model.parameters(), lr=0.001, momentum=0.9)
-    loader = DataLoader(train_set, batch_size=4, shuffle=True,
-                        generator=torch.Generator().manual_seed(0))
+    batch_order = torch.Generator().manual_seed(0)
     losses = []
     for epoch in range(epochs):
         running_loss = 0.0
-        for i, (inputs, labels) in enumerate(loader):
+        shuffled = torch.randperm(len(train_labels), generator=batch_order)
+        for i, batch in enumerate(shuffled.split(4)):
+            inputs, labels = train_images[batch], train_labels[batch]
             if zero_grad:
                 optimizer.zero_grad()  # 清零上一个小批量留下的梯度
             outputs = model(inputs)
@@ -272,9 +272,9 @@ def accuracy(model):
     """``model`` 分类正确的测试图像所占的比例。"""
     correct = 0
     with torch.no_grad():
-        for images, labels in DataLoader(test_set, batch_size=1000):
+        for images, labels in zip(test_images.split(1000), test_labels.split(1000)):
             correct += (model(images).argmax(dim=1) == labels).sum().item()
-    return correct / len(test_set)
+    return correct / len(test_labels)
 
 
 def final_loss(losses, last=2000):
@@ -308,7 +308,7 @@ def parameters_with_gradient(model):
     return [name for name, p in model.named_parameters() if p.grad is not None]
 
 
-inputs, labels = train_set[:4]
+inputs, labels = train_images[:4], train_labels[:4]
 model = Net().to(device)
 last_layer_optimizer = optim.SGD(model.fc3.parameters(), lr=0.001, momentum=0.9)
 F.cross_entropy(model(inputs), labels).backward()
