@@ -232,9 +232,12 @@ net, losses_with, time_with = train_from_initial_weights(zero_grad=True)
 # ever larger sums again. The updates grow step after step and the network is
 # soon pushed far past any minimum. Within the first 2,000 mini-batches the
 # printed loss is already well above the 2.3 of random guessing, and from then
-# on it jumps by many orders of magnitude from one line to the next: a single
+# on it jumps by orders of magnitude from one line to the next: a single
 # oversized update is enough to send the weights to a place where the network's
-# outputs, and so its loss, are huge.
+# outputs, and so its loss, are huge. Once the numbers outgrow what a float can
+# hold, the loss becomes ``nan`` and the loop reports the step and stops. That
+# is what happened when this page was built; on other hardware the run may
+# instead limp on to the end with an enormous loss.
 
 net_without, losses_without, time_without = train_from_initial_weights(zero_grad=False)
 
