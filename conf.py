@@ -1,11 +1,11 @@
 """Sphinx configuration shared by both languages of the zero-grad recipes site.
 
-One conf.py serves both trees. The language comes from a build tag, so the
-Makefile builds English with ``-t lang_en docs/en _build/html/en`` and Chinese
-with ``-t lang_zh docs/zh _build/html/zh``; English is the default.
+One conf.py serves both trees. The language comes from a build tag: the
+Makefile builds a copy of ``docs/en`` with ``-t lang_en`` into
+``_build/html/en`` and a copy of ``docs/zh`` with ``-t lang_zh`` into
+``_build/html/zh``; English is the default.
 """
 
-import os
 import re
 from pathlib import Path
 
@@ -47,8 +47,8 @@ html_css_files = ["site.css"]
 # the landing page and each recipe is a top-level page.
 exclude_patterns = ["*.ipynb", "*.py", "*.zip"]
 
-# Sphinx-Gallery's configuration holds functions (the sort key and the
-# matplotlib reset below); Sphinx cannot pickle them into its environment cache
+# Sphinx-Gallery's configuration holds functions (the sort key and the font
+# setting below); Sphinx cannot pickle them into its environment cache
 # and warns about it, which -W would turn into an error.
 suppress_warnings = ["config.cache"]
 
@@ -89,16 +89,14 @@ def recipe_order(path):
     return (len(RECIPE_ORDER), name)
 
 
-def reset_matplotlib(gallery_conf, fname):
-    """Reset matplotlib before each recipe, keeping a CJK fallback font.
+def use_chinese_font(gallery_conf, fname):
+    """After Sphinx-Gallery's matplotlib reset, add a font with Chinese glyphs.
 
-    Sphinx-Gallery's own reset restores matplotlib's built-in defaults, which
-    have no Chinese glyphs. DejaVu Sans stays first so Latin text looks the
-    same in both languages; Noto Sans CJK SC supplies the Chinese characters.
+    The reset restores matplotlib's built-in defaults, which have no Chinese
+    glyphs. DejaVu Sans stays first so Latin text looks the same in both
+    languages; Noto Sans CJK SC supplies the Chinese characters.
     """
-    matplotlib.pyplot.rcdefaults()
-    if LANG == "zh":
-        matplotlib.rcParams["font.family"] = ["DejaVu Sans", "Noto Sans CJK SC"]
+    matplotlib.rcParams["font.family"] = ["DejaVu Sans", "Noto Sans CJK SC"]
 
 
 FIRST_NOTEBOOK_CELL = {
@@ -125,10 +123,10 @@ sphinx_gallery_conf = {
     "gallery_dirs": ".",
     "filename_pattern": r"\.py$",
     "within_subsection_order": recipe_order,
-    "reset_modules": (reset_matplotlib,),
+    "reset_modules": ("matplotlib", use_chinese_font) if LANG == "zh" else ("matplotlib",),
     "first_notebook_cell": FIRST_NOTEBOOK_CELL,
     "download_all_examples": True,
-    "abort_on_example_error": os.environ.get("RECIPES_KEEP_GOING") != "1",
+    "abort_on_example_error": True,
     "show_signature": False,
     "write_computation_times": False,
     "min_reported_time": 0,

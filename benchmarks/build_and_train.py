@@ -180,28 +180,29 @@ def floor(steps=3000):
         print("   ", line)
 
 
-def make(*args, env=None):
+def make(*args):
     """Run make and return its wall time; fail loudly with its output."""
     start = time.perf_counter()
-    result = subprocess.run(["make", "--no-print-directory", *args], cwd=REPO, capture_output=True,
-                            text=True, env=env or os.environ.copy())
+    result = subprocess.run(["make", "--no-print-directory", *args], cwd=REPO, capture_output=True, text=True)
     elapsed = time.perf_counter() - start
     if result.returncode != 0:
         sys.exit(f"make {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
     return elapsed
 
 
+def cost_files(lang):
+    """Sphinx-Gallery's per-recipe cost files (run time), rewritten whenever a recipe runs."""
+    return sorted((BENCH_BUILD / "src" / lang).glob("*.cost.json"))
+
+
 def recipe_costs(lang):
-    """Each recipe's execution time in the last build, from Sphinx-Gallery's cost files."""
-    folder = BENCH_BUILD / "src" / lang
-    return {p.name.removesuffix(".cost.json"): json.loads(p.read_text())["time"]
-            for p in sorted(folder.glob("*.cost.json"))}
+    """Each recipe's execution time in the last build."""
+    return {p.name.removesuffix(".cost.json"): json.loads(p.read_text())["time"] for p in cost_files(lang)}
 
 
 def executed_since(lang, moment):
-    folder = BENCH_BUILD / "src" / lang
-    return sorted(p.name.removesuffix(".cost.json") for p in folder.glob("*.cost.json")
-                  if p.stat().st_mtime > moment)
+    """The recipes that ran after ``moment``."""
+    return [p.name.removesuffix(".cost.json") for p in cost_files(lang) if p.stat().st_mtime > moment]
 
 
 def build():

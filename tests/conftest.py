@@ -22,7 +22,7 @@ SMOKE_SITE = SMOKE_BUILDDIR / "html"
 
 # Runs a script as __main__ under the Agg backend, the way Sphinx-Gallery does,
 # then saves every figure it left open. For Chinese recipes it uses the same
-# fonts as the site build (see reset_matplotlib in conf.py), so a missing glyph
+# fonts as the site build (see use_chinese_font in conf.py), so a missing glyph
 # shows up as a "missing from font" warning on stderr.
 RUNNER = r"""
 import runpy, sys, warnings
