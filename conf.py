@@ -20,12 +20,15 @@ LANG = "zh" if tags.has("lang_zh") else "en"  # noqa: F821  (Sphinx injects ``ta
 OTHER_LANG = {"en": "zh", "zh": "en"}[LANG]
 
 # Reading order of the gallery: mechanics, consequence, flagship, accumulation
-# on purpose, pitfalls. A recipe missing from this list is appended at the end.
+# on purpose and in real training loops, pitfalls. A recipe missing from this
+# list is appended at the end.
 RECIPE_ORDER = [
     "gradients_accumulate.py",
     "linear_regression_without_zero_grad.py",
     "zeroing_out_gradients.py",
     "gradient_accumulation.py",
+    "accumulation_in_practice.py",
+    "distributed_accumulation.py",
     "zero_grad_pitfalls.py",
 ]
 

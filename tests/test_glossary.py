@@ -22,11 +22,11 @@ GLOSSARY = {lang: DOCS / lang / "glossary.rst" for lang in ("en", "zh")}
 
 # Every term the recipes rely on; the glossary must define each one.
 REQUIRED_TERMS = [
-    "accumulate", "backward pass", "batch normalization", "batch size", "bias",
+    "accumulate", "activations", "backward pass", "batch normalization", "batch size", "bias",
     "computational graph", "device", "diverge", "effective batch size", "epoch",
-    "forward pass", "gradient", "gradient accumulation", "inference", "iteration",
-    "leaf tensor", "learning rate", "loss", "loss function", "micro-batch",
-    "mini-batch", "momentum", "optimizer", "parameter", "recipe",
+    "forward pass", "full batch", "gradient", "gradient accumulation", "inference", "iteration",
+    "kernel (CUDA)", "leaf tensor", "learning rate", "loss", "loss function", "micro-batch",
+    "mini-batch", "momentum", "optimizer", "parameter", "recipe", "running statistics",
     "step (optimizer step)", "tensor", "test accuracy", "training loop", "weight",
     "weight decay", "zero out, zeroing",
 ]
@@ -41,13 +41,15 @@ DISCOURAGED = {
     r"冲量": "momentum",
     r"小批(?!量)|迷你批": "mini-batch",
     r"微批(?!量)": "micro-batch",
-    r"有效批": "effective batch size",
+    r"有效批|等效批大小": "effective batch size",
     r"叶张量": "leaf tensor",
     r"学习速率": "learning rate",
     r"反向传递|后向传播": "backward pass",
     r"前向传递": "forward pass",
     r"权值": "weight",
-    r"批量归一化|批标准化|批量标准化": "batch normalization",
+    r"(?<!量)批归一化|批标准化|批量标准化": "batch normalization",
+    r"(?<![小微量])批大小": "batch size",
+    r"(?<!Jupyter )(?<!Jupyter)内核": "kernel (CUDA)",
     r"测试精度|准确度": "test accuracy",
     r"食谱|配方": "recipe",
 }

@@ -330,6 +330,6 @@ print("after model.zero_grad():       ", len(parameters_with_gradient(model)), "
 # * 忘了调用它，每次更新用的就是过去所有梯度的累积和：损失不降反升，上面的两条曲线都说明了这一点。
 # * 如果有参数会收到梯度，却不归优化器管，就用 ``model.zero_grad()``。
 #
-# 有时累积梯度恰恰是你想要的，例如想用超出内存容量的批大小来训练；《:ref:`gradient_accumulation`》介绍了具体做法。
+# 有时累积梯度恰恰是你想要的，例如想用超出内存容量的批量大小来训练；《:ref:`gradient_accumulation`》介绍了具体做法。
 
 # sphinx_gallery_thumbnail_number = 1
