@@ -11,6 +11,8 @@ CIFAR10     ?= $(firstword $(wildcard ../shared/data/cifar10-images.tar.gz))
 RECIPE      ?=
 SPHINXOPTS  ?=
 PORT        ?= 8000
+# The browser checks drive Debian's Chromium, never a browser downloaded for them.
+export CHROMIUM ?= /usr/bin/chromium
 
 BIN         := $(VENV)/bin
 DATA_DIR    := _build/data/cifar10
@@ -35,8 +37,8 @@ else
 export CIFAR10_ROOT := $(abspath _build/data/download)
 endif
 
-.PHONY: help html html-en html-zh html-noplot serve data venv test test-smoke test-browser \
-        linkcheck-external benchmark clean
+.PHONY: help html html-en html-zh html-noplot serve data venv chromium test test-smoke test-browser \
+        linkcheck-external benchmark translation-status translation-record clean
 
 help:
 	@echo "make html            build both languages, executing every recipe (creates the venv, gets the data)"
@@ -47,6 +49,8 @@ help:
 	@echo "make test            run the test suite (smoke mode: seconds, no data needed)"
 	@echo "make test-smoke      only the recipes in smoke mode and the translation checks"
 	@echo "make test-browser    only the checks that drive a headless browser"
+	@echo "make translation-status         which Chinese pages translate the current English"
+	@echo "make translation-record PAGE=x  record that the Chinese page x is up to date again"
 	@echo "make benchmark       time the build and the training against the classic recipe"
 	@echo "make clean           remove everything generated"
 
@@ -55,9 +59,25 @@ help:
 venv: $(VENV)/.installed
 
 $(VENV)/.installed: requirements.txt
+	@echo "Setting up $(VENV) with the pinned requirements. The first time this downloads and"
+	@echo "installs about 6 GB (PyTorch and its CUDA libraries are most of it) and takes minutes."
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	$(BIN)/python -m pip install --disable-pip-version-check --progress-bar on -r requirements.txt
 	touch $@
+
+# Like `playwright install --with-deps`: install the system package when allowed
+# to (as root, or with password-less sudo); otherwise say what to install, and
+# `make test` runs everything else.
+chromium:
+	@if [ -x "$(CHROMIUM)" ]; then :; \
+	elif [ "$$(id -u)" = 0 ]; then sudo=; \
+	elif command -v sudo >/dev/null && sudo -n true 2>/dev/null; then sudo=sudo; \
+	else echo "No $(CHROMIUM), and no permission to install it: the browser checks will not run."; exit 0; fi; \
+	if [ ! -x "$(CHROMIUM)" ]; then \
+	  echo "Installing Debian's chromium package for the browser checks"; \
+	  $$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq --no-install-recommends chromium >/dev/null \
+	    || echo "Could not install chromium: the browser checks will not run."; \
+	fi
 
 # -- Data --------------------------------------------------------------------
 # The archive is checked and unpacked next to its final place, then renamed, so
@@ -85,6 +105,7 @@ $(DATA_DIR)/.complete: $(CIFAR10)
 # tests build can never mix its outputs with the real one.
 
 html: venv data
+	@echo "Building both languages side by side, executing each changed recipe (a clean build: about 1.5 minutes)."
 	$(MAKE) --no-print-directory -j2 html-en html-zh
 	@echo "Built $(BUILDDIR)/html/index.html"
 
@@ -116,14 +137,24 @@ serve:
 
 # -- Checks ------------------------------------------------------------------
 
-test: venv
-	$(BIN)/python -m pytest tests
+# Without Chromium the browser checks are skipped: say so last, where it is seen.
+NO_BROWSER_NOTE := [ -x "$(CHROMIUM)" ] || echo "NOTE: the browser checks did not run: install Debian's chromium package (apt-get install chromium)"
+
+test: venv chromium
+	@$(BIN)/python -m pytest tests; status=$$?; $(NO_BROWSER_NOTE); exit $$status
 
 test-smoke: venv
 	$(BIN)/python -m pytest tests -m "not site"
 
-test-browser: venv
-	$(BIN)/python -m pytest tests -m browser
+test-browser: venv chromium
+	@$(BIN)/python -m pytest tests -m browser; status=$$?; $(NO_BROWSER_NOTE); exit $$status
+
+translation-status: venv
+	@$(BIN)/python tests/translation_records.py status
+
+translation-record: venv
+	@test -n "$(PAGE)" || { echo "usage: make translation-record PAGE=recipes/zh/NAME.py (or docs/zh/NAME.rst)" >&2; exit 2; }
+	@$(BIN)/python tests/translation_records.py record $(PAGE)
 
 linkcheck-external: venv
 	-$(BIN)/python -m pytest tests -m external --run-external

@@ -1,15 +1,19 @@
 """recipes/en and recipes/zh must hold the same recipes with the same code.
 
 Prose (comments, docstrings) and the text drawn in plots are translated;
-everything else, including what the scripts print, is identical.
+everything else, including what the scripts print, is identical. Every Chinese
+page records the version of the English it translates (translation_records.py)
+and must be updated when the English changes.
 """
 
 import ast
 import re
 import unicodedata
+from pathlib import Path
 
 import pytest
 
+import translation_records
 from conftest import RECIPE_NAMES, RECIPES
 
 # Calls whose string arguments are drawn in a figure, so they are translated.
@@ -64,7 +68,7 @@ def text_structure(path):
             structure.append("cell")
         elif re.fullmatch(r"#? ?([=\-~^])\1{2,}", line) and previous.strip("# "):
             structure.append("heading " + line.strip("# ")[0])
-        elif line.startswith("# sphinx_gallery_"):
+        elif line.startswith("# sphinx_gallery_") and "_ignore" not in line:  # ignore flags hold the record
             structure.append(line)
     return structure
 
@@ -105,3 +109,37 @@ def test_chinese_recipe_is_translated(name):
     prose = [line for line in text.splitlines() if line.startswith("# ") and not line.startswith("# sphinx_gallery")]
     chinese = [line for line in prose if re.search(r"[\u4e00-\u9fff]", line)]
     assert len(chinese) >= 0.5 * len(prose), f"only {len(chinese)} of {len(prose)} prose lines are Chinese"
+
+
+@pytest.mark.parametrize("page", translation_records.chinese_pages(), ids=str)
+def test_chinese_page_translates_the_current_english(page):
+    current, summary, changes = translation_records.state(page)
+    assert current, (f"{page}: {summary}\n{changes}\nUpdate the translation, then run "
+                     f"`make translation-record PAGE={page}`")
+
+
+def test_a_one_word_change_to_the_english_prose_is_drift(tmp_path, monkeypatch):
+    """The record follows the English prose, comments and strings, not its code layout."""
+    english = (RECIPES / "en" / "gradient_accumulation.py").read_text(encoding="utf-8")
+    before = translation_records.fingerprint(english, ".py")
+    one_word = english.replace("# Setup\n", "# Set-up\n", 1)
+    assert one_word != english
+    assert translation_records.fingerprint(one_word, ".py") != before
+    reformatted = english.replace("import copy\n", "import copy  \n", 1)
+    assert translation_records.fingerprint(reformatted, ".py") == before
+    assert translation_records.fingerprint("Title\n=====\n", ".rst") != \
+        translation_records.fingerprint("Title!\n======\n", ".rst")
+
+    # A Chinese page recorded against one English text, checked after a change.
+    for lang, text in (("en", english), ("zh", "# 中文\n")):
+        (tmp_path / "recipes" / lang).mkdir(parents=True)
+        (tmp_path / "recipes" / lang / "x.py").write_text(text, encoding="utf-8")
+    monkeypatch.setattr(translation_records, "REPO", tmp_path)
+    page = Path("recipes/zh/x.py")
+    assert translation_records.state(page)[0] is False  # no record yet
+    translation_records.record(page)
+    assert translation_records.state(page)[0] is True
+    assert "sphinx_gallery_start_ignore" in (tmp_path / page).read_text(encoding="utf-8")
+    (tmp_path / "recipes" / "en" / "x.py").write_text(one_word, encoding="utf-8")
+    current, summary, _ = translation_records.state(page)
+    assert current is False and "changed since" in summary
