@@ -21,20 +21,25 @@ SMOKE_BUILDDIR = REPO / "_build" / "smoke"
 SMOKE_SITE = SMOKE_BUILDDIR / "html"
 
 # Runs a script as __main__ under the Agg backend, the way Sphinx-Gallery does,
-# then saves every figure it left open. For Chinese recipes it uses the same
-# fonts as the site build (see use_chinese_font in conf.py), so a missing glyph
-# shows up as a "missing from font" warning on stderr.
+# then saves every figure it left open. Chinese recipes draw with the same
+# pinned font as the site build (docs/_ext/chinese_font.py), and in both
+# languages a glyph missing from the fonts is an error, as in the build.
 RUNNER = r"""
 import runpy, sys, warnings
 from pathlib import Path
 import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
-script, figure_dir, lang = sys.argv[1], Path(sys.argv[2]), sys.argv[3]
-if lang == "zh":
-    plt.rcParams["font.family"] = ["DejaVu Sans", "Noto Sans CJK SC"]
-plt.show = lambda *args, **kwargs: None
+script, figure_dir, lang, extensions = sys.argv[1], Path(sys.argv[2]), sys.argv[3], sys.argv[4]
 warnings.simplefilter("always", UserWarning)
+sys.path.insert(0, extensions)
+import chinese_font
+if lang == "zh":
+    chinese_font.use_chinese_font()
+else:
+    chinese_font.fail_on_missing_glyphs()
+sys.path.remove(extensions)
+plt.show = lambda *args, **kwargs: None
 sys.argv = [script]
 runpy.run_path(script, run_name="__main__")
 figure_dir.mkdir(exist_ok=True)
@@ -69,7 +74,7 @@ def run_script(script, workdir, lang="en", env=None, timeout=600):
     workdir = Path(workdir)
     figure_dir = workdir / "figures"
     result = subprocess.run(
-        [sys.executable, "-c", RUNNER, str(script), str(figure_dir), lang],
+        [sys.executable, "-c", RUNNER, str(script), str(figure_dir), lang, str(REPO / "docs" / "_ext")],
         cwd=workdir, env=env or smoke_env(), capture_output=True, text=True, timeout=timeout,
     )
     figures = sorted(figure_dir.glob("*.png")) if figure_dir.is_dir() else []
