@@ -12,6 +12,7 @@ test_downloads.py and test_failure_modes.py.
 """
 
 import ast
+import datetime
 import re
 import zipfile
 from pathlib import Path
@@ -396,3 +397,141 @@ def test_notebook_starts_with_a_setup_cell(smoke_site, lang, name):
     if lang == "zh":
         comments = [line for line in first.source.splitlines() if line.startswith("#") and "pip" not in line]
         assert comments and all(CJK.search(line) for line in comments), first.source
+
+
+# -- What readers must never see ------------------------------------------------
+
+BUILD_INTERNALS = re.compile(
+    r"Traceback \(most recent call last\)|\b\w*Warning: |" + re.escape(str(REPO))
+    + r"|" + re.escape(str(Path.home())) + r"/|/tmp/|site-packages|\.venv/"
+)
+
+
+@pytest.mark.parametrize("lang", LANGUAGES)
+def test_no_warning_traceback_or_build_path_on_any_page(smoke_site, lang):
+    """Printed output is shown as it is: a warning, traceback or build path in it is a bug."""
+    found = {}
+    for page in tree_pages(smoke_site, lang):
+        soup = read_html(smoke_site / lang / page)
+        for text in [*script_outputs(soup), (soup.select_one("article") or soup).get_text()]:
+            if m := BUILD_INTERNALS.search(text):
+                found[str(page)] = text[max(0, m.start() - 80):m.end() + 80]
+    assert not found, f"build internals shown to readers: {found}"
+
+
+def test_translation_records_stay_invisible(smoke_site):
+    """The record of the translated English version is for translators only."""
+    for page in tree_pages(smoke_site, "zh"):
+        assert "English text" not in read_html(smoke_site / "zh" / page).get_text(), page
+    for name in RECIPE_NAMES:
+        notebook = find_download(smoke_site, "zh", f"{name}.ipynb").read_text(encoding="utf-8")
+        assert "English text" not in notebook and "sphinx_gallery" not in notebook, name
+
+
+@pytest.mark.parametrize("lang", LANGUAGES)
+def test_every_page_has_a_favicon(smoke_site, lang):
+    for page in [Path("../index.html"), *tree_pages(smoke_site, lang)]:
+        path = (smoke_site / lang / page).resolve()
+        icons = read_html(path).select('link[rel="icon"]')
+        assert icons, f"{page} has no favicon link"
+        assert (path.parent / icons[0]["href"]).is_file(), f"{page}: {icons[0]['href']} does not exist"
+
+
+# -- What each page ran on ----------------------------------------------------------
+
+EXECUTED_ON = {
+    "en": re.compile(r"^Executed on (\d{4}-\d\d-\d\d) with torch (\S+) and torchvision (\S+), on (.+) \((CPU|GPU)\)\.$"),
+    "zh": re.compile(r"^运行于 (\d{4}-\d\d-\d\d)，使用 torch (\S+) 和 torchvision (\S+)，设备：(.+)（(CPU|GPU)）。$"),
+}
+
+
+@pytest.fixture(scope="module")
+def versions():
+    import torch
+    import torchvision
+
+    return torch.__version__, torchvision.__version__
+
+
+@pytest.mark.parametrize("lang", LANGUAGES)
+@pytest.mark.parametrize("name", RECIPE_NAMES)
+def test_page_says_what_it_ran_on(smoke_site, versions, lang, name):
+    soup = read_html(recipe_page(smoke_site, lang, name))
+    record = soup.select("p.sphx-glr-executed-on")
+    assert len(record) == 1, f"{lang}/{name}: no execution record"
+    match = EXECUTED_ON[lang].match(" ".join(record[0].get_text().split()))
+    assert match, record[0].get_text()
+    date, torch_version, torchvision_version, device, _ = match.groups()
+    assert (torch_version, torchvision_version) == versions
+    built = (smoke_site / lang / "index.html").stat().st_mtime
+    assert abs(datetime.date.fromisoformat(date) - datetime.date.fromtimestamp(built)).days <= 1
+    assert device.strip()
+    # Next to the running time, in the same footer.
+    assert record[0].find_previous_sibling("p", class_="sphx-glr-timing") is not None
+
+
+@pytest.mark.parametrize("lang", LANGUAGES)
+@pytest.mark.parametrize("name", RECIPE_NAMES)
+def test_figures_are_sharp_on_high_density_screens(smoke_site, lang, name):
+    page = recipe_page(smoke_site, lang, name)
+    figures = [img for img in read_html(page).select("article img") if f"sphx_glr_{name}_0" in img["src"]]
+    for img in figures:
+        candidates = dict(reversed(c.split()) if " " in c.strip() else ("1x", c.strip())
+                          for c in img.get("srcset", "").split(","))
+        density = [d for d in candidates if d.endswith("x") and float(d[:-1]) >= 2]
+        assert density, f"{lang}/{name}: {img['src']} has no 2x image"
+        assert (page.parent / candidates[density[0]]).is_file()
+
+
+# -- Chinese typography ---------------------------------------------------------------
+
+FULL_WIDTH_PUNCTUATION = "\u3000-\u303f\uff00-\uffef"
+HAN = "\u4e00-\u9fff"
+BAD_SPACING = re.compile(
+    f"[{FULL_WIDTH_PUNCTUATION}][ \t\n]+\\S|\\S[ \t\n]+[{FULL_WIDTH_PUNCTUATION}]|[{HAN}][ \t\n]+[{HAN}]"
+)
+PROSE = "article p, article li, article dt, article dd, article td, article th, article h1, article h2, article h3"
+
+
+def prose_text(tag):
+    """The text of a prose element, with code and inline images standing in as a Latin word."""
+    tag = BeautifulSoup(str(tag), "html.parser")
+    for code in tag.select("code, kbd, samp, img, span.math"):
+        code.replace_with("X")
+    for block in tag.select("pre, div.highlight, ul, ol, table, p, li"):  # nested blocks are checked on their own
+        if block is not tag.contents[0]:
+            block.decompose()
+    return tag.get_text()
+
+
+def test_chinese_prose_has_no_stray_spaces_or_italics(smoke_site):
+    """No space next to full-width punctuation or between two Chinese characters; no slanted Chinese."""
+    problems = []
+    for page in tree_pages(smoke_site, "zh"):
+        soup = read_html(smoke_site / "zh" / page)
+        for tag in soup.select(PROSE):
+            text = prose_text(tag)
+            problems += [f"{page}: {text[max(0, m.start() - 12):m.end() + 12]!r}" for m in BAD_SPACING.finditer(text)]
+        problems += [f"{page}: italic {em.get_text()!r}" for em in soup.select("article em, article i")
+                     if CJK.search(em.get_text())]
+    assert not problems, "\n".join(sorted(set(problems)))
+
+
+@pytest.mark.parametrize("lang", LANGUAGES)
+def test_gallery_cards_show_plain_text(smoke_site, lang):
+    """The hover text of a card is read as it is: no reST markup or label names."""
+    cards = read_html(gallery_index(smoke_site, lang)).select(".sphx-glr-thumbcontainer")
+    assert len(cards) == len(RECIPE_NAMES)
+    for card in cards:
+        text = card["tooltip"]
+        assert not re.search(r"`|\*\*|:ref:|:doc:|\\", text), text
+        assert not [name for name in RECIPE_NAMES if re.search(rf"\b{name}\b", text)], text
+        if lang == "zh":
+            assert not BAD_SPACING.search(text), text
+
+
+def test_the_checks_of_chinese_typography_can_fail():
+    assert BAD_SPACING.search("梯度， x") and BAD_SPACING.search("梯度 写入") and BAD_SPACING.search("x ，")
+    assert not BAD_SPACING.search("调用 X 之后，梯度清零。用 GPU 计算")
+    snippet = BeautifulSoup("<p>清零，\n<code>x</code> 写入</p>", "html.parser").p
+    assert prose_text(snippet) == "清零，\nX 写入"
