@@ -331,3 +331,43 @@ def test_screenshots(smoke_site, site_url, context):
         page.screenshot(path=str(target), full_page=True)
         assert target.stat().st_size > 10_000, target
         page.close()
+
+
+# -- The top-level index.html ------------------------------------------------------
+
+
+@pytest.mark.parametrize("locale, expected", [("zh-CN", "zh"), ("zh-TW", "zh"), ("en-GB", "en"), ("fr-FR", "en")])
+def test_top_level_index_opens_the_readers_language(browser, site_url, locale, expected):
+    context = browser.new_context(locale=locale)
+    page = context.new_page()
+    page.goto(site_url + "index.html")
+    page.wait_for_url(f"{site_url}{expected}/index.html", timeout=10000)
+    context.close()
+
+
+def test_top_level_index_remembers_the_readers_choice(browser, site_url):
+    context = browser.new_context(locale="en-US")
+    page = context.new_page()
+    page.goto(site_url + "en/index.html")
+    click_language_switch(page)  # an English reader chooses Chinese
+    page.goto(site_url + "index.html")
+    page.wait_for_url(f"{site_url}zh/index.html", timeout=10000)
+    click_language_switch(page)  # and back
+    page.goto(site_url + "index.html")
+    page.wait_for_url(f"{site_url}en/index.html", timeout=10000)
+    context.close()
+
+
+def test_top_level_index_works_without_javascript(browser, site_url):
+    context = browser.new_context(locale="zh-CN", java_script_enabled=False)
+    page = context.new_page()
+    page.goto(site_url + "index.html")
+    assert page.url == site_url + "index.html"
+    for lang in LANGUAGES:
+        link = page.locator(f'a[href="{lang}/index.html"]')
+        assert link.is_visible()
+        with page.expect_navigation():
+            link.click()
+        assert page.url == f"{site_url}{lang}/index.html"
+        page.go_back()
+    context.close()
