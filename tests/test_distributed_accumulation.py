@@ -1,0 +1,186 @@
+"""The distributed accumulation recipe: what it demonstrates, and that it behaves as a distributed program.
+
+The smoke runs (``recipe_run``) check the printed results in both languages.
+The other tests run a copy of the script (the same file as the page's
+download) in a fresh empty folder, alone and under ``torchrun``, and fail on a
+hang, on a process left behind, or on a worker error that does not reach the
+surface.
+"""
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import psutil
+import pytest
+
+from conftest import LANGUAGES, RECIPES, RUNNER, smoke_env
+from test_site import without_timings
+
+NAME = "distributed_accumulation"
+LOOPS = ("sync every micro-batch", "no_sync: forward and backward", "no_sync: backward only")
+COMPARISON = re.compile(r"^(.+?) == full batch: (True|False) \(max abs difference (\S+)\)$", re.M)
+TORCHRUN = Path(sys.executable).with_name("torchrun")
+TIMEOUT = 240  # seconds; a run takes about 10 on a busy 2-core machine
+
+# Runs the script given as its argument with SGD.step raising in worker 1, the
+# way a bug in one worker would; the recipe itself has no hook for this.
+FAILING_WORKER = r"""
+import runpy, sys
+import torch
+import torch.distributed as dist
+
+original_step = torch.optim.SGD.step
+
+def step(self, *args, **kwargs):
+    if dist.get_rank() == 1:
+        raise ValueError("deliberate failure in worker 1")
+    return original_step(self, *args, **kwargs)
+
+torch.optim.SGD.step = step
+script = sys.argv[1]
+sys.argv = [script]
+runpy.run_path(script, run_name="__main__")
+"""
+
+
+def comparisons(stdout):
+    """Every printed gradient check as {what: (allclose, max abs difference)}."""
+    return {m[1]: (m[2] == "True", float(m[3])) for m in COMPARISON.finditer(stdout)}
+
+
+def allreduce_table(stdout):
+    """{accumulation loop: (all-reduce calls per step, time per step in ms)} and the bucket count."""
+    buckets, k = map(int, re.search(r"^DDP buckets: (\d+), micro-batches per step: K = (\d+)$", stdout, re.M).groups())
+    rows = {m[1]: (int(m[2]), float(m[3]))
+            for m in re.finditer(r"^(.+?) {2,}(\d+) +(\S+)$", stdout, re.M) if m[1] in LOOPS}
+    assert set(rows) == set(LOOPS), stdout
+    return rows, buckets, k
+
+
+# -- What the page shows ------------------------------------------------------
+
+
+@pytest.mark.parametrize("lang", LANGUAGES)
+def test_says_where_it_ran(recipe_run, lang):
+    stdout = recipe_run(NAME, lang).stdout
+    device = re.search(r"^Using device: (\S+)$", stdout, re.M)[1]
+    backend, world_size = re.search(r"^Backend: (\w+), world size: (\d+)$", stdout, re.M).groups()
+    assert world_size == "2"
+    assert (device, backend) == ("cpu", "gloo") or (device.startswith("cuda") and backend == "nccl")
+
+
+@pytest.mark.parametrize("lang", LANGUAGES)
+@pytest.mark.parametrize("what", LOOPS + ("FSDP2, set_requires_gradient_sync",))
+def test_accumulated_gradient_is_the_full_batch_gradient(recipe_run, lang, what):
+    stdout = recipe_run(NAME, lang).stdout
+    same, difference = comparisons(stdout)[what]
+    assert same is True, stdout
+    assert difference < 1e-6, stdout  # rounding, with gradients of order 0.01 to 1
+
+
+@pytest.mark.parametrize("lang", LANGUAGES)
+def test_no_sync_cuts_the_allreduce_calls_to_one_per_bucket(recipe_run, lang):
+    rows, buckets, k = allreduce_table(recipe_run(NAME, lang).stdout)
+    assert buckets > 1 and k > 1
+    assert rows["sync every micro-batch"][0] == k * buckets
+    assert rows["no_sync: forward and backward"][0] == buckets
+
+
+@pytest.mark.parametrize("lang", LANGUAGES)
+def test_no_sync_around_backward_alone_still_allreduces_every_micro_batch(recipe_run, lang):
+    rows, buckets, k = allreduce_table(recipe_run(NAME, lang).stdout)
+    assert rows["no_sync: backward only"][0] == k * buckets == rows["sync every micro-batch"][0]
+
+
+@pytest.mark.parametrize("lang", LANGUAGES)
+def test_reports_a_time_per_step(recipe_run, lang):
+    rows, _, _ = allreduce_table(recipe_run(NAME, lang).stdout)
+    assert all(milliseconds > 0 for _, milliseconds in rows.values()), rows
+
+
+@pytest.mark.parametrize("lang", LANGUAGES)
+def test_draws_one_figure_with_every_glyph(recipe_run, lang):
+    run = recipe_run(NAME, lang)
+    assert len(run.figures) == 1
+    assert "missing from font" not in run.stderr, run.stderr
+
+
+# -- As a distributed program, in an empty folder -------------------------------
+
+
+def processes_using(folder):
+    """Processes still running (or unreaped) whose command line mentions ``folder``."""
+    found = []
+    for process in psutil.process_iter(["pid", "cmdline"]):
+        if process.pid != os.getpid() and any(str(folder) in part for part in process.info["cmdline"] or ()):
+            found.append(process)
+    return found
+
+
+def run_in(folder, command):
+    """Run ``command`` in ``folder`` in smoke mode; fail on a hang or on a process left behind."""
+    process = subprocess.Popen(command, cwd=folder, env=smoke_env(), stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        stdout, stderr = process.communicate(timeout=TIMEOUT)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.communicate()
+        for leftover in processes_using(folder):
+            leftover.kill()
+        pytest.fail(f"{' '.join(map(str, command))} did not finish within {TIMEOUT} s (a hang?)")
+    leftovers = processes_using(folder)
+    for leftover in leftovers:
+        leftover.kill()
+    assert not leftovers, f"processes left behind: {[p.info['cmdline'] for p in leftovers]}"
+    return process.returncode, stdout, stderr
+
+
+@pytest.fixture
+def empty_folder_with_script(tmp_path):
+    folder = tmp_path / "run"
+    folder.mkdir()
+    script = folder / f"{NAME}.py"
+    shutil.copy(RECIPES / "en" / f"{NAME}.py", script)  # the same file as the page's download
+    return folder, script
+
+
+def alone(script):
+    return [sys.executable, "-c", RUNNER, str(script), str(script.parent / "figures"), "en"]
+
+
+def under_torchrun(script, *arguments):
+    return [str(TORCHRUN), "--nproc_per_node=2", "--standalone", str(script), *map(str, arguments)]
+
+
+def test_runs_alone_and_under_torchrun_with_the_same_results(empty_folder_with_script):
+    folder, script = empty_folder_with_script
+    code, alone_stdout, stderr = run_in(folder, alone(script))
+    assert code == 0, stderr
+    shutil.rmtree(folder / "figures")
+    code, torchrun_stdout, stderr = run_in(folder, under_torchrun(script))
+    assert code == 0, stderr
+    # Only rank 0 prints, and it prints what the script prints on its own.
+    assert without_timings(torchrun_stdout) == without_timings(alone_stdout)
+    assert "Backend: gloo, world size: 2" in torchrun_stdout or "Backend: nccl" in torchrun_stdout
+    assert sorted(p.name for p in folder.iterdir()) == [script.name], "the runs left files behind"
+
+
+@pytest.mark.parametrize("launch", ["alone", "torchrun"])
+def test_a_worker_that_raises_fails_the_script_with_its_error(empty_folder_with_script, launch):
+    folder, script = empty_folder_with_script
+    wrapper = folder.parent / "failing_worker.py"
+    wrapper.write_text(FAILING_WORKER)
+    if launch == "alone":
+        command = [sys.executable, str(wrapper), str(script)]
+    else:
+        command = under_torchrun(wrapper, script)
+    code, stdout, stderr = run_in(folder, command)
+    assert code != 0
+    assert "ValueError: deliberate failure in worker 1" in stderr, stderr
+    assert "Using device" not in stdout, "the script went on after a worker failed"
