@@ -122,7 +122,8 @@ print(f"x.grad after zero_grad(set_to_none=False): {x.grad}")
 #   and that pass writes its result instead of adding it to a tensor of zeros.
 # * An optimizer skips a parameter whose ``.grad`` is ``None``, but updates
 #   one whose ``.grad`` is zero. With plain SGD a zero gradient moves nothing;
-#   with momentum or weight decay, it still moves the parameter.
+#   with weight decay, with momentum left over from earlier steps, or with
+#   Adam, it still moves the parameter (:ref:`zero_grad_pitfalls` shows it).
 # * Code that reads ``.grad`` after ``zero_grad()``, for example to log gradient
 #   norms, must be ready to find ``None``.
 #
@@ -144,21 +145,51 @@ except RuntimeError as error:
     print(f"second backward on the same graph: RuntimeError: {str(error).split('. ')[0]}")
 
 # %%
-# The rest of the message names the fix: ``retain_graph=True`` keeps the graph alive
-# after a backward pass. Then the second call works, and, like any backward
-# pass, it adds to ``.grad``:
+# The rest of the message suggests ``retain_graph=True``, which keeps the graph
+# after a backward pass. The usual reason to backpropagate twice is two losses
+# computed from one forward pass. Below, ``first`` and ``second`` both use
+# ``y = 100 * x``: the gradient of ``first = y.sum()`` with respect to each
+# element of ``x`` is 100, that of ``second = (y / 2).sum()`` is 50.
+# ``backward_both`` backpropagates them one after the other, keeping the graph
+# for the second call, or as one sum, and counts with a hook on ``y`` how many
+# times a gradient comes back through the shared part.
 
-optimizer.zero_grad()
-loss = (100 * x).sum()
-loss.backward(retain_graph=True)
-loss.backward()
-print(f"x.grad after two backward calls with retain_graph=True: {x.grad}")
+
+def backward_both(one_after_the_other):
+    """Backpropagate two losses that share ``y``; return how many times a gradient reached ``y``."""
+    optimizer.zero_grad()
+    y = 100 * x  # the part of the graph both losses use
+    gradients_reaching_y = []
+    y.register_hook(gradients_reaching_y.append)  # called each time a backward pass reaches y
+    first, second = y.sum(), (y / 2).sum()
+    if one_after_the_other:
+        first.backward(retain_graph=True)  # without it, second.backward() would fail as above
+        second.backward()
+    else:
+        (first + second).backward()
+    return len(gradients_reaching_y)
+
+
+passes = backward_both(one_after_the_other=True)
+print(f"x.grad after first.backward(retain_graph=True), second.backward(): {x.grad}")
+print(f"backward passes through y, one after the other: {passes}")
+passes = backward_both(one_after_the_other=False)
+print(f"x.grad after (first + second).backward(): {x.grad}")
+print(f"backward passes through y, summed: {passes}")
 
 # %%
-# Both calls computed the same gradient of 100, so ``.grad`` holds their sum,
-# 200. ``retain_graph=True`` is needed when two losses share part of a graph
-# and are backpropagated one after the other; it is rarely the right fix
-# outside that case, since it keeps memory that would otherwise be freed.
+# Both ways leave 100 + 50 = 150 in ``.grad``: one after the other, the second
+# backward pass adds to what the first one left, like any backward pass;
+# summed, the gradient of the sum is the sum of the gradients. The sum is usually the
+# better choice: one backward pass, which goes through the shared part once
+# instead of twice, and frees the graph as it goes instead of keeping it alive
+# for a second call. ``retain_graph=True`` is needed only when the graph must
+# outlive a backward pass: when each loss's gradient is wanted on its own
+# before they are added (to log, compare or clip them separately), or when
+# ``torch.autograd.grad`` is called several times on one graph, for example
+# one row of a Jacobian at a time. ``create_graph=True``, which builds a graph
+# of the backward pass itself for gradients of gradients, keeps the graph too:
+# ``retain_graph`` defaults to its value.
 #
 # ``.grad`` over many iterations
 # ------------------------------
@@ -214,8 +245,9 @@ plt.show()
 # * ``optimizer.step()`` uses ``.grad`` as it finds it, sum and all.
 # * ``optimizer.zero_grad()`` sets ``.grad`` to ``None`` (or to zeros with
 #   ``set_to_none=False``), so the next backward pass starts from nothing.
-# * Backpropagating twice through one graph needs ``retain_graph=True``, and
-#   the two gradients add up too.
+# * Two losses that share a graph: backpropagate their sum.
+#   ``retain_graph=True`` is for when each loss's gradient is needed on its
+#   own; either way the gradients add up in ``.grad``.
 #
 # :ref:`linear_regression_without_zero_grad` shows what the growing sum does
 # to a model that is being trained.
