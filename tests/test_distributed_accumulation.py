@@ -18,7 +18,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from conftest import LANGUAGES, RECIPES, RUNNER, smoke_env
+from conftest import LANGUAGES, RECIPES, run_script, smoke_env
 from test_site import without_timings
 
 NAME = "distributed_accumulation"
@@ -122,6 +122,13 @@ def processes_using(folder):
     return found
 
 
+def kill_and_check_leftovers(folder):
+    leftovers = processes_using(folder)
+    for leftover in leftovers:
+        leftover.kill()
+    assert not leftovers, f"processes left behind: {[p.info['cmdline'] for p in leftovers]}"
+
+
 def run_in(folder, command):
     """Run ``command`` in ``folder`` in smoke mode; fail on a hang or on a process left behind."""
     process = subprocess.Popen(command, cwd=folder, env=smoke_env(), stdout=subprocess.PIPE,
@@ -131,14 +138,21 @@ def run_in(folder, command):
     except subprocess.TimeoutExpired:
         os.killpg(process.pid, signal.SIGKILL)
         process.communicate()
-        for leftover in processes_using(folder):
-            leftover.kill()
+        kill_and_check_leftovers(folder)
         pytest.fail(f"{' '.join(map(str, command))} did not finish within {TIMEOUT} s (a hang?)")
-    leftovers = processes_using(folder)
-    for leftover in leftovers:
-        leftover.kill()
-    assert not leftovers, f"processes left behind: {[p.info['cmdline'] for p in leftovers]}"
+    kill_and_check_leftovers(folder)
     return process.returncode, stdout, stderr
+
+
+def run_alone(script):
+    """Run ``script`` as the tests run every recipe (conftest.run_script); fail on a hang or a leftover."""
+    try:
+        run = run_script(script, script.parent, "en", timeout=TIMEOUT)
+    except subprocess.TimeoutExpired:
+        kill_and_check_leftovers(script.parent)
+        pytest.fail(f"{script.name} did not finish within {TIMEOUT} s (a hang?)")
+    kill_and_check_leftovers(script.parent)
+    return run
 
 
 @pytest.fixture
@@ -150,18 +164,13 @@ def empty_folder_with_script(tmp_path):
     return folder, script
 
 
-def alone(script):
-    return [sys.executable, "-c", RUNNER, str(script), str(script.parent / "figures"), "en"]
-
-
 def under_torchrun(script, *arguments):
     return [str(TORCHRUN), "--nproc_per_node=2", "--standalone", str(script), *map(str, arguments)]
 
 
 def test_runs_alone_and_under_torchrun_with_the_same_results(empty_folder_with_script):
     folder, script = empty_folder_with_script
-    code, alone_stdout, stderr = run_in(folder, alone(script))
-    assert code == 0, stderr
+    alone_stdout = run_alone(script).check().stdout
     shutil.rmtree(folder / "figures")
     code, torchrun_stdout, stderr = run_in(folder, under_torchrun(script))
     assert code == 0, stderr

@@ -69,10 +69,11 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 #
 # With one GPU per worker, each worker uses its own GPU and the ``nccl``
 # backend; otherwise the workers share the CPU and talk through ``gloo``.
-# ``torch.cuda.device_count()`` asks NVML when it can and then leaves CUDA
-# uninitialised in this process, so that forked workers can still use it.
-# ``torch.cuda.is_available()`` would initialise CUDA here, and a process forked
-# after that cannot use CUDA.
+# The check is ``torch.cuda.device_count()``, not the usual
+# ``torch.cuda.is_available()``: the first asks NVML when it can and leaves
+# CUDA uninitialised in this process; the second initialises the CUDA driver,
+# which PyTorch's documentation calls "poisoning fork": processes forked after
+# that cannot use CUDA, and this script forks its workers (see below).
 
 UNDER_TORCHRUN = "LOCAL_RANK" in os.environ
 WORKERS_ON_THIS_MACHINE = int(os.environ.get("LOCAL_WORLD_SIZE", 2))
@@ -188,9 +189,9 @@ ACCUMULATION_LOOPS = {
 # ``default_hooks.allreduce_hook``, the averaging all-reduce that PyTorch
 # documents as giving the same results as DDP without a hook.
 #
-# Buckets hold 25 MiB by default, and our whole model (about 150 KB of
-# gradients) would fit in one. ``bucket_cap_mb=0.05`` gives it several
-# buckets, as a model with millions of parameters has with the default.
+# Buckets hold 25 MiB by default, and the gradients of our whole model (about
+# 150 KB) would fit in one. ``bucket_cap_mb=0.05`` gives it several buckets,
+# as a model with hundreds of millions of parameters has with the default.
 
 BUCKET_CAP_MB = 0.05
 
@@ -252,9 +253,9 @@ def measure(accumulate, rank, world_size, device):
 
 # %%
 # For a sharded model, FSDP2's ``fully_shard`` splits every parameter, and its
-# gradient, across the workers; its backward pass *reduce-scatters* the
-# gradients, so that each worker receives the sum for its own shard, instead of
-# all-reducing them. Its switch for accumulation is
+# gradient, across the workers; instead of all-reducing the gradients, its
+# backward pass *reduce-scatters* them: each worker receives the average over
+# all workers for its own shard only. Its switch for accumulation is
 # ``model.set_requires_gradient_sync(False)``, set before the forward pass of
 # each micro-batch that should not communicate. ``full_tensor()`` gathers a
 # sharded gradient whole again, for the comparison.
@@ -308,7 +309,8 @@ def run_worker(rank, local_rank, world_size, init_method):
 # interpreter that imports the worker function by name, and that cannot work
 # in a notebook or in the build of this page, where the script is not an
 # importable module. The workers meet through a file in a temporary folder
-# (``file://``), so no network port is involved and none can clash.
+# (``file://``) rather than at a fixed port number, so no port can clash; the
+# connections between them then use ports that the system picks.
 #
 # Rank 0 saves its results to a file in that folder, which this process reads
 # once the workers are done. If a worker raises, ``join`` stops the others and
@@ -404,20 +406,23 @@ for name in ACCUMULATION_LOOPS:
 # The table gives, for the timed steps on rank 0, the all-reduce calls of each
 # optimizer step and the median time of a step.
 
+def median_milliseconds(name):
+    return 1000 * torch.tensor(results[name]["seconds"]).median().item()
+
+
 buckets = results["sync every micro-batch"]["buckets"]
 print(f"DDP buckets: {buckets}, micro-batches per step: K = {K}")
 print(f"{'accumulation loop':<31}{'all-reduce calls per step':>27}{'time per step (ms)':>20}")
 for name in ACCUMULATION_LOOPS:
     calls = results[name]["all-reduce calls"]
     calls_per_step = str(calls[0]) if len(set(calls)) == 1 else f"{min(calls)} to {max(calls)}"
-    milliseconds = 1000 * torch.tensor(results[name]["seconds"]).median().item()
-    print(f"{name:<31}{calls_per_step:>27}{milliseconds:>20.2f}")
+    print(f"{name:<31}{calls_per_step:>27}{median_milliseconds(name):>20.2f}")
 
 # %%
 # Without ``no_sync()``, each of the ``K`` backward passes all-reduces every
 # bucket: ``K`` × buckets calls per step. With the forward and backward passes
 # inside ``no_sync()``, only the last backward pass communicates: one call per
-# bucket. Each step sends ``K`` times fewer gradients over the network, and the
+# bucket. Each step sends ``K`` times less data between the workers, and the
 # step is quicker.
 #
 # The trap all-reduces just as often as no ``no_sync()`` at all. DDP decides in
@@ -426,22 +431,23 @@ for name in ACCUMULATION_LOOPS:
 # synchronization off afterwards, around ``backward()``, comes too late. The
 # gradient is still right (above), so nothing warns you; only the time shows.
 #
-# The figure shows the same numbers. The times depend on the machine: the
-# page's numbers come from two workers sharing the two cores of the machine
-# that built it, talking through ``gloo`` within that machine. Between
-# machines, or with larger models, the all-reduces weigh more.
+# The figure shows the same numbers. The times depend on the machine: on this
+# page they come from the machine that built it, where both workers shared one
+# CPU and talked through ``gloo`` without leaving the machine. Between machines,
+# or with larger models, the all-reduces weigh more.
 
-fig, (calls_ax, time_ax) = plt.subplots(1, 2, figsize=(10, 4))
-names = list(ACCUMULATION_LOOPS)
-colors = ["tab:gray", "tab:green", "tab:red"]
-calls_ax.bar(range(3), [max(results[name]["all-reduce calls"]) for name in names], color=colors)
+allreduce_calls = [max(results[name]["all-reduce calls"]) for name in ACCUMULATION_LOOPS]
+step_milliseconds = [median_milliseconds(name) for name in ACCUMULATION_LOOPS]
+fig, (calls_ax, time_ax) = plt.subplots(1, 2, figsize=(10, 4.5))
+for ax, values in ((calls_ax, allreduce_calls), (time_ax, step_milliseconds)):
+    ax.bar(0, values[0], color="tab:gray", label="no no_sync()")
+    ax.bar(1, values[1], color="tab:green", label="no_sync(): forward and backward")
+    ax.bar(2, values[2], color="tab:red", label="no_sync(): backward only (the trap)")
+    ax.set_xticks([])
 calls_ax.set_title("All-reduce calls per optimizer step")
-time_ax.bar(range(3), [1000 * torch.tensor(results[name]["seconds"]).median().item() for name in names],
-            color=colors)
 time_ax.set_title("Time per optimizer step (ms, median)")
-for ax in (calls_ax, time_ax):
-    ax.set_xticks(range(3), ["no no_sync()", "no_sync():\nforward and backward", "no_sync():\nbackward only"])
-fig.suptitle(f"DDP, {results['world size']} workers, {K} micro-batches per step")
+calls_ax.legend(loc="upper center", bbox_to_anchor=(1.1, -0.04), ncol=3)
+fig.suptitle(f"DDP with {results['world size']} workers, {K} micro-batches per step")
 fig.tight_layout()
 plt.show()
 
@@ -457,10 +463,11 @@ compare("FSDP2, set_requires_gradient_sync == full batch", results["FSDP2"], ref
 # %%
 # FSDP2 runs on the CPU with ``gloo`` too, and accumulates the same gradient.
 # There is a memory cost: while synchronization is off, each worker keeps the
-# gradient of the micro-batches so far for the *whole* parameter, not just its
-# shard, until the last backward pass reduce-scatters it. That is memory that
-# sharding was meant to save, so with a large model it can be better to
-# reduce-scatter every micro-batch.
+# gradient of the micro-batches so far for *whole* parameters, not just for its
+# shards, until the last backward pass reduce-scatters it. That is memory that
+# sharding was meant to save: when full gradients do not fit, leave
+# synchronization on and reduce-scatter every micro-batch, at ``K`` times the
+# communication.
 #
 # Summary
 # -------
