@@ -36,6 +36,13 @@ section puts the pieces together and trains.
 # the loop uses mixed precision in ``float16``, the usual choice there; on a
 # CPU it uses ``bfloat16``, which is what CPU autocast uses by default (it also
 # accepts ``float16``). The page prints which one it ran with.
+#
+# With the seed, the script prints the same numbers every time it runs on the
+# same machine with the same PyTorch version and number of threads. The data
+# and the initial weights are made on the CPU, so a GPU starts from the same
+# ones, but its results differ in the digits: it computes in ``float16`` and
+# its kernels add up in a different order, and repeated runs on one GPU are
+# not guaranteed to agree bit for bit.
 
 import copy
 import warnings
@@ -105,6 +112,11 @@ def collate(batch):
 
 def real_tokens(batch):
     return sum(len(s) - 1 for s in batch)
+
+
+def sequences_of(window):
+    """All the sequences of a window's micro-batches, as one batch."""
+    return [s for micro_batch in window for s in micro_batch]
 
 
 def make_model():
@@ -289,8 +301,8 @@ clipped_every_micro_batch = flat_gradient(model)
 
 compare("clipped once == summed gradient clipped", clipped_once, clipped_by_hand)
 compare("clipped every micro-batch == summed gradient clipped", clipped_every_micro_batch, clipped_by_hand)
-print(f"clipped every micro-batch: relative error {relative_error(clipped_every_micro_batch, clipped_by_hand):.1%}, "
-      f"norm {clipped_every_micro_batch.norm():.4f}")
+print(f"clipped every micro-batch: relative error "
+      f"{relative_error(clipped_every_micro_batch, clipped_by_hand):.1%}, norm {clipped_every_micro_batch.norm():.4f}")
 
 # %%
 # Both gradients have norm ``MAX_NORM``, so the length of the step looks right,
@@ -429,13 +441,13 @@ plt.show()
 # one batch, one forward and backward pass of the token mean.
 
 print(f"real tokens per micro-batch: {[real_tokens(micro_batch) for micro_batch in window]}")
-token_loss(model, [s for micro_batch in window for s in micro_batch], "mean").backward()
+token_loss(model, sequences_of(window), "mean").backward()
 full_batch = flat_gradient(model)
 
 accumulate(model, window, mean_loss_over_k)
 mean_over_k = flat_gradient(model)
 
-window_tokens = real_tokens([s for micro_batch in window for s in micro_batch])  # counted before any backward
+window_tokens = real_tokens(sequences_of(window))  # counted before any backward
 
 
 def token_sum_over_window_tokens(micro_batch):
@@ -460,10 +472,10 @@ print(f"token sum / window tokens: relative error {relative_error(token_weighted
 # The last window of an epoch
 # ---------------------------
 #
-# 30 micro-batches do not split into windows of 4: the last window holds 2. A
-# loop that steps only when ``(i + 1) % k == 0`` never steps on them: their
-# gradients stay in ``.grad`` and, if ``zero_grad()`` comes right after
-# ``step()``, are added to the first update of the next epoch. A loop that does
+# 30 micro-batches do not split into windows of 4: the last window holds 2.
+# :ref:`gradient_accumulation` shows what a loop that steps only when
+# ``(i + 1) % k == 0`` does with such a window: it never steps on it, and its
+# gradients are added to the first update of the next epoch. A loop that does
 # step at the end of the epoch but still divides by ``k`` gets a gradient that
 # is only 2/4 of what it should be: in general, the number of micro-batches
 # really in the window divided by ``k``. With mean losses the divisor must be
@@ -485,9 +497,9 @@ divided_by_window_length = flat_gradient(model)
 print(f"last window, loss / k vs loss / len(window): gradient norm ratio "
       f"{(divided_by_k.norm() / divided_by_window_length.norm()).item():.4f}")
 
-token_loss(model, [s for micro_batch in last_window for s in micro_batch], "mean").backward()
+token_loss(model, sequences_of(last_window), "mean").backward()
 last_full_batch = flat_gradient(model)
-window_tokens = real_tokens([s for micro_batch in last_window for s in micro_batch])  # what it really holds
+window_tokens = real_tokens(sequences_of(last_window))  # what it really holds
 accumulate(model, last_window, token_sum_over_window_tokens)
 compare("last window, token sum / window tokens == full batch", flat_gradient(model), last_full_batch)
 
@@ -500,9 +512,9 @@ compare("last window, token sum / window tokens == full batch", flat_gradient(mo
 # every micro-batch added so far. ``backward()`` has already freed the tensors
 # those graphs saved, so what stays alive is autograd's record of the
 # operations, growing with every micro-batch until ``total_loss`` goes away.
-# ``total_loss += loss.item()`` adds a Python number (on a GPU, ``.item()``
-# waits for the GPU to finish); ``loss.detach()`` keeps a tensor on the device
-# without the graph.
+# ``total_loss += loss.item()`` adds a Python number, but on a GPU ``.item()``
+# waits for the GPU to finish at every micro-batch; ``loss.detach()`` keeps a
+# tensor on the device without the graph, and the loop below uses it.
 #
 # The same line does cost the memory accumulation was meant to save when the
 # loop calls ``backward()`` once on the sum instead of once per micro-batch:
@@ -539,8 +551,11 @@ class SavedTensorMeter:
         return saved.tensor
 
     def bytes_alive(self):
-        storages = {s.tensor.untyped_storage().data_ptr(): s.tensor.untyped_storage().nbytes() for s in self.saved}
-        return sum(size for pointer, size in storages.items() if pointer not in self.parameter_storages)
+        sizes = {}
+        for saved in self.saved:
+            storage = saved.tensor.untyped_storage()
+            sizes[storage.data_ptr()] = storage.nbytes()  # a tensor saved twice counts once
+        return sum(size for pointer, size in sizes.items() if pointer not in self.parameter_storages)
 
     def record_peak(self):
         self.peak_bytes = max(self.peak_bytes, self.bytes_alive())
@@ -596,7 +611,8 @@ log_losses("total_loss += loss, one backward() on the sum", lambda loss: loss, b
 #
 # * before the window's first micro-batch, count its real tokens;
 # * every micro-batch: forward under autocast, token-sum loss divided by the
-#   window's tokens, ``scaler.scale(loss).backward()``, and ``.item()`` to log;
+#   window's tokens, ``scaler.scale(loss).backward()``, and ``loss.detach()``
+#   added up to log;
 # * once per window, whatever its length: ``unscale_``, clip, ``scaler.step``,
 #   ``scaler.update``, ``scheduler.step`` and ``zero_grad``.
 #
@@ -616,13 +632,13 @@ def train(model, scheduler_step_every_micro_batch=False):
         warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler.step\(\)` before")
         for epoch in range(EPOCHS):
             for window in windows:
-                window_tokens = real_tokens([s for micro_batch in window for s in micro_batch])
-                window_loss = 0.0
+                window_tokens = real_tokens(sequences_of(window))
+                window_loss = torch.zeros((), device=device)
                 for micro_batch in window:
                     with torch.autocast(device_type=device.type, dtype=amp_dtype):
                         loss = token_loss(model, micro_batch, "sum") / window_tokens
                     scaler.scale(loss).backward()
-                    window_loss += loss.item()  # a number: no graph kept
+                    window_loss += loss.detach()  # no graph kept, and no wait for the GPU
                     if scheduler_step_every_micro_batch:
                         scheduler.step()
                 scaler.unscale_(optimizer)
@@ -633,7 +649,7 @@ def train(model, scheduler_step_every_micro_batch=False):
                     scheduler.step()
                 optimizer.zero_grad()
                 losses.append(window_loss)
-    return losses
+    return torch.stack(losses).tolist()  # one copy to the CPU, at the end
 
 
 initial_weights = copy.deepcopy(make_model().state_dict())
@@ -651,9 +667,9 @@ for name, every_micro_batch in [("scheduler.step() every update", False),
 # The run whose scheduler counted micro-batches drops faster at first, since
 # its warm-up is over after 2 updates, then stops learning when its learning
 # rate reaches zero at update 11: from there on its weights do not change, and
-# each epoch repeats the losses of the one before. The right schedule keeps
-# improving to the end. (Each update's loss is measured on its own 32
-# sequences, which differ from window to window, hence the zigzag.)
+# its last epochs repeat the same eight losses. The right schedule keeps
+# improving to the end. (Each update's loss is measured on the sequences of its
+# own window, which differ from window to window, hence the zigzag.)
 
 fig, ax = plt.subplots(figsize=(8, 4))
 ax.plot(range(1, TOTAL_STEPS + 1), runs["scheduler.step() every update"], linewidth=2,
@@ -668,10 +684,6 @@ fig.tight_layout()
 plt.show()
 
 # %%
-# Seeded runs repeat exactly on the same CPU. On a GPU they are not
-# guaranteed to repeat bit for bit: some CUDA kernels add numbers in an order
-# that can change from run to run, so the last digits may differ.
-#
 # Summary
 # -------
 #
@@ -679,8 +691,8 @@ plt.show()
 #   ``scaler.unscale_``, clipping, ``scaler.step`` and ``scaler.update`` once
 #   per update, after the last micro-batch. Unscaling twice raises.
 # * Clip once, after ``unscale_``, the summed gradient: clipping inside the
-#   micro-batch loop changes its direction, clipping before ``unscale_`` makes
-#   the update vanish.
+#   micro-batch loop changes its direction, clipping before ``unscale_``
+#   divides it by the scale once more.
 # * Step the scheduler once per update and count warm-up in updates.
 # * For tokens or any items of varying number per micro-batch, sum the item
 #   losses and divide by the number of items in the whole window.
