@@ -12,7 +12,7 @@ has to be told that one update is now made of ``k`` backward passes. This is
 where accumulation goes wrong in practice:
 
 * ``GradScaler`` raises ``unscale_() has already been called on this
-  optimizer`` when it is unscaled once per micro-batch;
+  optimizer`` when ``unscale_`` is called once per micro-batch;
 * clipping inside the micro-batch loop clips a partial sum, not the gradient of
   the update;
 * a scheduler stepped once per micro-batch runs its warm-up ``k`` times too
@@ -192,8 +192,8 @@ def mean_loss_over_k(micro_batch):
 # Mixed precision: scale every micro-batch, unscale once
 # ------------------------------------------------------
 #
-# ``torch.autocast`` runs the forward pass in lower precision.
-# ``torch.amp.GradScaler`` multiplies the loss by a large factor before
+# ``torch.autocast`` runs the matrix products and similar operations of the
+# forward pass in lower precision. ``torch.amp.GradScaler`` multiplies the loss by a large factor before
 # ``backward()``, so that small ``float16`` gradients do not round to zero, and
 # divides the gradients by the same factor before the optimizer uses them.
 # ``bfloat16`` keeps the exponent range of ``float32`` and needs no scaling;
@@ -504,8 +504,8 @@ accumulate(model, last_window, token_sum_over_window_tokens)
 compare("last window, token sum / window tokens == full batch", flat_gradient(model), last_full_batch)
 
 # %%
-# Logging the loss: ``.item()``, not the tensor
-# ---------------------------------------------
+# Logging the loss without its graph
+# ----------------------------------
 #
 # A loop usually adds up the loss to print it. ``total_loss += loss`` adds the
 # tensor, with its ``grad_fn``: ``total_loss`` then refers to the graph of
