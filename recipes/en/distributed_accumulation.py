@@ -6,7 +6,7 @@ Gradient accumulation with DistributedDataParallel
 
 Data-parallel training runs one copy of the model in each of several
 processes, the *workers*. Each worker takes its own share of the batch, and
-:class:`~torch.nn.parallel.DistributedDataParallel` (DDP) averages the
+``torch.nn.parallel.DistributedDataParallel`` (DDP) averages the
 gradients of all workers during ``backward()`` with an *all-reduce*, so that
 every copy takes the same optimizer step. Add gradient accumulation
 (:ref:`gradient_accumulation`) and a cost appears: DDP all-reduces in every
@@ -91,7 +91,7 @@ BACKEND = "nccl" if torch.cuda.device_count() >= WORKERS_ON_THIS_MACHINE else "g
 # generator seeded with the step number, so that every process can make the
 # same batch and nothing needs to be sent around; ``my_micro_batches`` keeps
 # this worker's share. (A real program gives each worker its share of a data
-# set with a :class:`~torch.utils.data.distributed.DistributedSampler`.)
+# set with a ``DistributedSampler``.)
 # ``make_model`` seeds the generator, so that every process starts from the
 # same weights.
 
@@ -398,7 +398,7 @@ for name in ACCUMULATION_LOOPS:
 # workers by DDP, it adds up to the mean over all 128 points. ``no_sync()``
 # changes *when* the gradients are averaged, not the result: an all-reduce
 # averages whatever ``.grad`` holds, and averaging once at the end gives the
-# same sum as averaging after each micro-batch.
+# same result as averaging after each micro-batch.
 #
 # All-reduce calls and time per step
 # ----------------------------------
@@ -446,9 +446,9 @@ for ax, values in ((calls_ax, allreduce_calls), (time_ax, step_milliseconds)):
     ax.set_xticks([])
 calls_ax.set_title("All-reduce calls per optimizer step")
 time_ax.set_title("Time per optimizer step (ms, median)")
-calls_ax.legend(loc="upper center", bbox_to_anchor=(1.1, -0.04), ncol=3)
+fig.legend(*calls_ax.get_legend_handles_labels(), loc="lower center", ncol=3)
 fig.suptitle(f"DDP with {results['world size']} workers, {K} micro-batches per step")
-fig.tight_layout()
+fig.tight_layout(rect=(0, 0.07, 1, 1))  # leave room for the legend below
 plt.show()
 
 # %%
