@@ -33,7 +33,17 @@ Then it plots both loss curves, compares their test accuracy and shows when
 #
 # Besides PyTorch we need torchvision for the data set and matplotlib for the
 # plot. The recipe runs on a CUDA GPU when there is one and on the CPU
-# otherwise; both take a few minutes.
+# otherwise; on a CPU it takes a minute or two.
+#
+# The seed makes the random numbers the same on every run: the initial weights
+# and, below, the order of the mini-batches. On the CPU that makes the whole
+# output repeat exactly, run after run, on the same machine with the same
+# PyTorch version. On a CUDA GPU only the starting point repeats: cuDNN may
+# choose a non-deterministic algorithm for the convolutions' backward pass,
+# whose sums come out slightly different on every run, and by default it
+# computes convolutions in TF32, with fewer mantissa bits than the CPU's
+# float32, on GPUs that have it. The numbers then differ a little from run to
+# run and from those on this page.
 
 import copy
 import math
@@ -54,7 +64,7 @@ SMOKE_TEST = os.environ.get("ZERO_GRAD_SMOKE") == "1"
 
 device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 print(f"Using device: {device}")
-torch.manual_seed(0)  # same random numbers, and so the same results, on every run
+torch.manual_seed(0)  # the same initial weights on every run (what else repeats: see above)
 
 # %%
 # Load and normalise CIFAR-10
@@ -166,22 +176,39 @@ initial_weights = copy.deepcopy(Net().state_dict())
 # shuffles the training images with ``torch.randperm`` and cuts the order into
 # mini-batches of 4. The random generator is seeded afresh for every run, so
 # both runs see the same batches in the same order, and the
-# ``optimizer.zero_grad()`` line is the only difference between them. Every 2,000 mini-batches the loop prints their mean loss. If the loss
-# ever stops being a finite number, the loop says where and stops, since
-# nothing useful can be learned after that. ``train_from_initial_weights``
+# ``optimizer.zero_grad()`` line is the only difference between them.
+#
+# Five times per epoch the loop prints the mean loss of the mini-batches since
+# its last line, and two sizes: that of ``.grad``, and that of the momentum
+# buffer, which SGD keeps for every parameter in ``optimizer.state`` and
+# subtracts, times the learning rate, in every step. A size here is the
+# Euclidean norm of all the numbers of all the parameters taken together. If
+# the loss ever stops being a finite number, the loop says where and stops,
+# since nothing useful can be learned after that. ``train_from_initial_weights``
 # gives each run a fresh network with the saved initial weights and times it.
 
+BATCH_SIZE = 4
+PRINT_EVERY = len(train_labels) // BATCH_SIZE // 5  # five lines per epoch: every 2,500 mini-batches
 
-def train(model, zero_grad, epochs=2, print_every=2000):
+
+def size(tensors):
+    """Euclidean norm of several tensors taken together as one long vector."""
+    return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(t) for t in tensors])).item()
+
+
+def train(model, zero_grad, epochs=2):
     """Train ``model`` on the training set; return the loss of every step."""
     criterion = nn.CrossEntropyLoss()
     optimizer = optim.SGD(model.parameters(), lr=0.001, momentum=0.9)
     batch_order = torch.Generator().manual_seed(0)
     losses = []
+    model.train()
     for epoch in range(epochs):
         running_loss = 0.0
-        shuffled = torch.randperm(len(train_labels), generator=batch_order)
-        for i, batch in enumerate(shuffled.split(4)):
+        # Shuffle on the CPU with the seeded generator, then move the order to
+        # the device once per epoch rather than once per mini-batch.
+        shuffled = torch.randperm(len(train_labels), generator=batch_order).to(device)
+        for i, batch in enumerate(shuffled.split(BATCH_SIZE)):
             inputs, labels = train_images[batch], train_labels[batch]
             if zero_grad:
                 optimizer.zero_grad()  # forget the previous mini-batch's gradients
@@ -196,8 +223,11 @@ def train(model, zero_grad, epochs=2, print_every=2000):
                       f"(step {len(losses)}): stopping this run.")
                 return losses
             running_loss += losses[-1]
-            if i % print_every == print_every - 1:
-                print(f"[{epoch + 1}, {i + 1:5d}] loss: {running_loss / print_every:.3f}")
+            if i % PRINT_EVERY == PRINT_EVERY - 1:
+                grad = size(p.grad for p in model.parameters())
+                buffer = size(optimizer.state[p]["momentum_buffer"] for p in model.parameters())
+                print(f"[{epoch + 1}, {i + 1:5d}] loss: {running_loss / PRINT_EVERY:.3f}   "
+                      f"size of .grad: {grad:9.3g}   momentum buffer: {buffer:9.3g} ({buffer / grad:.1f} x)")
                 running_loss = 0.0
     return losses
 
@@ -224,32 +254,58 @@ def train_from_initial_weights(zero_grad):
 net, losses_with, time_with = train_from_initial_weights(zero_grad=True)
 
 # %%
+# The mean loss falls from 2.163 over the first 2,500 steps to 1.319 over the
+# last 2,500. The sizes show what the optimizer works with. ``.grad`` is the
+# gradient of the current mini-batch of 4 images; at the printed steps its size
+# is between 3.45 and 10.1. The momentum buffer adds up past gradients with
+# weights that shrink by a factor of 0.9 per step, yet it is only 1.6 to 4.1
+# times as large: the gradients of different mini-batches point in different
+# directions and partly cancel.
+#
 # Train again without it
 # ----------------------
 #
-# Same initial weights, same batches, one line fewer. Now ``.grad`` holds the
-# sum of the gradients of every mini-batch so far, and momentum adds up those
-# ever larger sums again. The updates grow step after step and the network is
-# soon pushed far past any minimum. Within the first 2,000 mini-batches the
-# printed loss is already well above the 2.3 of random guessing, and from then
-# on it jumps by orders of magnitude from one line to the next: a single
-# oversized update is enough to send the weights to a place where the network's
-# outputs, and so its loss, are huge. Once the numbers outgrow what a float can
-# hold, the loss becomes ``nan`` and the loop reports the step and stops. That
-# is what happened when this page was built; on other hardware the run may
-# instead limp on to the end with an enormous loss.
+# Same initial weights, same batches, one line fewer. Now nothing ever clears
+# ``.grad``: after step *t* it holds the sum of the gradients of all *t*
+# mini-batches so far. Plain SGD would subtract the learning rate times that
+# sum in every step. A sum to which every step adds the newest gradient is a
+# velocity, so this alone turns SGD into heavy-ball momentum with no friction:
+# a ball that rolls on the loss surface and is never slowed down.
+# :ref:`linear_regression_without_zero_grad` shows this on a straight line.
+# With gradients on all the data, the parameters swing around the minimum for
+# ever, but the swings stay bounded. With mini-batches, each mini-batch's
+# gradient pulls a little off course, nothing damps those pulls, and the swings
+# grow.
+#
+# This optimizer also has momentum 0.9 on top. Its buffer is 0.9 times the
+# previous buffer plus ``.grad``. Fed with a sum that keeps growing, the buffer
+# ends up at about 1 / (1 − 0.9) = 10 times that sum, and every step subtracts
+# the learning rate times the buffer. The mini-batches' gradients are piled up
+# twice: once in ``.grad``, and again, about ten times over, in the buffer.
 
 net_without, losses_without, time_without = train_from_initial_weights(zero_grad=False)
 
 # %%
+# The first printed line shows both piles. After 2,500 steps ``.grad`` has size
+# 3.05e+08, against 3.57 in the normal run at the same point, and the momentum
+# buffer is 10.0 times as large again. The mean loss of those 2,500 steps,
+# 20978.136, is far above the 2.3 of random guessing: steps that large throw
+# the weights to places where the network's outputs, and so its loss, are
+# huge. At step 2,792 the outputs no longer fit in a 32-bit float, the loss is
+# ``nan``, and the loop reports the step and stops.
+#
 # Compare the two runs
 # --------------------
 #
-# Single mini-batch losses are noisy, so the plot shows the mean loss of each
-# window of 1 % of the training steps, on a logarithmic scale. The dashed line
-# is the loss of random guessing. The circle marks the divergence point: the
-# first window in which the run without ``zero_grad()`` has twice the loss of
-# the normal run. A cross would mark a non-finite loss.
+# Single mini-batch losses are noisy, so the plot shows mean losses over
+# windows of consecutive steps. On the left, the whole of both runs on an
+# ordinary scale, in windows of 1 % of the training steps: the normal run
+# learning. On the right, on a logarithmic scale, the steps the run without
+# ``zero_grad()`` lasted, in windows ten times shorter. The dashed line is the
+# loss of random guessing. The circle marks the divergence point: the first
+# window in which the run without ``zero_grad()`` has twice the loss of the
+# normal run. If that run stopped at a non-finite loss, a red vertical line
+# marks the step.
 
 
 def smooth(losses, window):
@@ -258,45 +314,73 @@ def smooth(losses, window):
     return torch.arange(1, len(means) + 1) * window, means
 
 
+random_guess = math.log(len(CLASSES))
+stopped = not math.isfinite(losses_without[-1])
+fig, (ax_all, ax_zoom) = plt.subplots(1, 2, figsize=(11, 4.5), layout="constrained")
+
 window = max(1, len(losses_with) // 100)
 steps_with, smooth_with = smooth(losses_with, window)
 steps_without, smooth_without = smooth(losses_without, window)
+ax_all.plot(steps_with, smooth_with, color="C0", label="with optimizer.zero_grad()")
+ax_all.plot(steps_without, smooth_without, color="C1", label="without zero_grad()")
+ax_all.set_ylim(0.8 * smooth_with.min().item(), 1.2 * random_guess)
+ax_all.set_title("Both runs, ordinary scale")
+ax_all.set_ylabel(f"cross-entropy loss, mean of {window:,} steps")
+
+window = max(1, window // 10)
+shown = len(losses_without)
+steps_with, smooth_with = smooth(losses_with[:shown], window)
+steps_without, smooth_without = smooth(losses_without, window)
+ax_zoom.plot(steps_with, smooth_with, color="C0")
+ax_zoom.plot(steps_without, smooth_without, color="C1")
+ax_zoom.set_yscale("log")
+ax_zoom.set_title(f"The first {shown:,} steps, logarithmic scale")
+ax_zoom.set_ylabel(f"cross-entropy loss, mean of {window:,} steps")
 compared = min(len(smooth_with), len(smooth_without))
 diverged = (smooth_without[:compared] > 2 * smooth_with[:compared]).nonzero()
-
-fig, ax = plt.subplots(figsize=(8, 4.5))
-ax.plot(steps_with, smooth_with, label="with optimizer.zero_grad()")
-ax.plot(steps_without, smooth_without, label="without zero_grad()")
-ax.axhline(math.log(len(CLASSES)), color="gray", linestyle="--", linewidth=1,
-           label="random guessing (ln 10)")
 if len(diverged) > 0:
     point = (steps_without[diverged[0]].item(), smooth_without[diverged[0]].item())
-    print(f"Divergence point: step {point[0]:,}, where the loss without zero_grad() is "
-          f"{point[1]:.2f} against {smooth_with[diverged[0]].item():.2f} with it")
-    ax.plot(*point, "o", color="C1", markersize=9, fillstyle="none")
-    ax.annotate(f"diverges at step {point[0]:,}", point, xytext=(30, 45),
-                textcoords="offset points", arrowprops={"arrowstyle": "->"})
-if not math.isfinite(losses_without[-1]):
-    ax.plot(len(losses_without), max(x for x in losses_without if math.isfinite(x)), "x",
-            color="C3", markersize=10, label="non-finite loss")
-ax.set_yscale("log")
-ax.set_xlabel("training step (mini-batch of 4 images)")
-ax.set_ylabel("cross-entropy loss, window mean")
-ax.set_title("The same network trained with and without zero_grad()")
-ax.legend()
-fig.tight_layout()
+    print(f"Divergence point: step {point[0]:,}, where the mean loss of {window} steps without zero_grad() "
+          f"is {point[1]:.2f} against {smooth_with[diverged[0]].item():.2f} with it")
+    ax_zoom.plot(*point, "o", color="C1", markersize=9, fillstyle="none")
+    ax_zoom.annotate(f"diverges at step {point[0]:,}", point, xytext=(0.04, 0.8),
+                     textcoords="axes fraction", arrowprops={"arrowstyle": "->"})
+if stopped:
+    ax_zoom.axvline(len(losses_without), color="C3", linewidth=1.5,
+                    label=f"loss {losses_without[-1]} at step {len(losses_without):,}: run stopped")
+for ax in (ax_all, ax_zoom):
+    ax.axhline(random_guess, color="gray", linestyle="--", linewidth=1, label="random guessing (ln 10)")
+    ax.set_xlabel("training step (mini-batch of 4 images)")
+handles, labels = zip(*[(h, l) for ax in (ax_all, ax_zoom) for h, l in zip(*ax.get_legend_handles_labels())])
+unique = dict(zip(labels, handles))
+fig.legend(unique.values(), unique.keys(), loc="outside lower center", ncols=len(unique))
+fig.suptitle("The same network trained with and without zero_grad()")
 plt.show()
 
 # %%
+# On the left, the normal run learns: its loss falls well below the 2.3 of
+# random guessing and keeps falling, while the run without ``zero_grad()`` soon
+# leaves the top of the plot. On the right are the 2,792 steps that the second
+# run lasted. Its loss is twice that of the normal run from step 650 on, jumps
+# by orders of magnitude in single spikes, and keeps climbing between them,
+# until it becomes ``nan`` at the red line.
+#
 # Test accuracy
 # -------------
 #
-# Both networks now classify the 10,000 test images. ``torch.no_grad()`` turns
-# off gradient tracking, since evaluation needs no backward pass.
+# Both networks now classify the 10,000 test images. ``model.eval()`` puts a
+# network in evaluation mode (this one has no dropout or batch normalization,
+# so nothing changes here, but in general it matters), and ``torch.no_grad()``
+# turns off gradient tracking, since evaluation needs no backward pass. The
+# table's final loss is the mean over the last 2,500 steps of a run: the
+# window of its last printed line. A run that stopped at a non-finite loss
+# shows that loss, because the mean of a window that contains ``nan`` is
+# ``nan``.
 
 
 def accuracy(model):
     """Fraction of the test images that ``model`` classifies correctly."""
+    model.eval()
     correct = 0
     with torch.no_grad():
         for images, labels in zip(test_images.split(1000), test_labels.split(1000)):
@@ -304,8 +388,8 @@ def accuracy(model):
     return correct / len(test_labels)
 
 
-def final_loss(losses, last=2000):
-    """Mean loss over the last ``last`` steps (the value in the last printed line)."""
+def final_loss(losses, last=PRINT_EVERY):
+    """Mean loss over the last ``last`` steps: the window of the last printed line."""
     return sum(losses[-last:]) / len(losses[-last:])
 
 
@@ -319,9 +403,11 @@ for name, losses, test_accuracy, seconds in [
     print(f"{name:<24}{len(losses):>8,}{final_loss(losses):>14.3f}{test_accuracy:>16.1%}{seconds:>10.1f}")
 
 # %%
-# With ``zero_grad()`` the network gets roughly one test image in two right,
-# as the classic recipe does after two epochs; ten classes means 10 % for a
-# random guess. Without it, the network ends up no better than guessing.
+# With ``zero_grad()`` the network gets 54.0 % of the test images right,
+# roughly one in two, as the classic recipe does after two epochs; ten classes
+# means 10 % for a random guess. The network trained without it has ``nan``
+# weights by now, so it gives every image the same answer, and that answer is
+# right for one class in ten: 10.0 %.
 #
 # ``model.zero_grad()`` or ``optimizer.zero_grad()``?
 # ---------------------------------------------------
@@ -329,12 +415,10 @@ for name, losses, test_accuracy, seconds in [
 # ``optimizer.zero_grad()`` clears the gradients of the parameters *the
 # optimizer was given*; ``model.zero_grad()`` clears those of *every parameter
 # of the model*. Above, the optimizer was given ``model.parameters()``, so the
-# two calls do the same thing. They differ when the optimizer only updates some
-# parameters, for example when fine-tuning just the last layer: the gradients of
-# the other layers then keep accumulating under ``optimizer.zero_grad()``. That
-# is harmless while nothing updates those layers, but it wastes memory and
-# silently corrupts them the day another optimizer or a later stage starts
-# training them.
+# two calls do the same thing. They differ when parameters that the optimizer
+# does not update still receive gradients. Here an optimizer is given only the
+# last layer, ``fc3``, as when fine-tuning just that layer, while the other
+# layers still require gradients:
 
 
 def parameters_with_gradient(model):
@@ -354,16 +438,36 @@ model.zero_grad()
 print("after model.zero_grad():       ", len(parameters_with_gradient(model)), "parameters have a gradient")
 
 # %%
+# Under ``optimizer.zero_grad()`` the gradients of the other eight parameters
+# would keep accumulating, step after step. That is harmless while nothing
+# updates those layers, but it wastes memory and time, and it silently corrupts
+# them the day another optimizer or a later stage starts training them.
+#
+# ``model.zero_grad()`` clears them, but the better fix when fine-tuning is not
+# to compute them at all: freeze the layers you do not train with
+# ``requires_grad_(False)``. ``backward()`` then leaves their ``.grad`` at
+# ``None``, and both calls do the same again:
+
+model.requires_grad_(False)
+model.fc3.requires_grad_(True)
+F.cross_entropy(model(inputs), labels).backward()
+print("frozen all but fc3, after backward():", len(parameters_with_gradient(model)),
+      "have a gradient:", ", ".join(parameters_with_gradient(model)))
+
+# %%
 # Summary
 # -------
 #
 # * ``loss.backward()`` adds to ``.grad``; it never overwrites it.
 # * Call ``optimizer.zero_grad()`` once per step, before ``loss.backward()``
 #   (the start of the loop is the usual place).
-# * Forget it, and every update uses the running sum of all past gradients:
-#   the loss climbs instead of falling, as both curves above show.
-# * Use ``model.zero_grad()`` when the optimizer does not own every parameter
-#   that receives gradients.
+# * Forget it, and ``.grad`` becomes the running sum of all past gradients:
+#   SGD then moves like a ball with momentum and no friction, momentum 0.9 on
+#   top makes its steps about ten times larger still, and with mini-batches
+#   the steps grow until the loss is out of control.
+# * To fine-tune part of a model, freeze the rest with
+#   ``requires_grad_(False)``, so that no gradients pile up where no optimizer
+#   clears them.
 #
 # Accumulating gradients is sometimes exactly what you want, for example to
 # train with a larger batch than fits in memory; :ref:`gradient_accumulation`
