@@ -59,11 +59,37 @@ def test_discriminator_leaves_a_stale_gradient_in_the_generator(recipe_run, lang
     cosine = number(r"^generator's own gradient: .*cosine similarity with the stale one: (\S+)$", stdout)
     mixed = number(r"^gradient the generator's step uses without zeroing first: norm (\S+),", stdout)
     difference = number(r"^gradient the generator's step uses without zeroing first: .*"
-                        r"max abs difference from its own: (\S+)$", stdout)
+                        r"max abs difference from its own: (\S+),", stdout)
     assert stale > 0 and difference > 0
-    # The stale gradient opposes the generator's own, so adding it shrinks the update.
+    # The stale gradient opposes the generator's own, so adding it shrinks the gradient.
     assert cosine < 0
     assert mixed < own
+
+
+def first_step(stdout, optimizer):
+    """(norm ratio, cosine similarity, elements moved the wrong way, elements) of the step without zeroing."""
+    match = re.search(rf"^generator's first step, {re.escape(optimizer)}\(lr=[\de.-]+\), without zeroing vs "
+                      r"zeroed: norm ratio (\S+), cosine similarity (\S+), elements moved the wrong way: "
+                      r"(\d+) of (\d+)$", stdout, re.M)
+    assert match, stdout
+    return float(match[1]), float(match[2]), int(match[3]), int(match[4])
+
+
+@pytest.mark.parametrize("lang", LANGUAGES)
+def test_the_stale_gradient_shrinks_an_sgd_step_and_turns_an_adam_step(recipe_run, lang):
+    stdout = recipe_run(NAME, lang).stdout
+    own = number(r"^generator's own gradient: norm (\S+),", stdout)
+    mixed = number(r"^gradient the generator's step uses without zeroing first: norm (\S+),", stdout)
+    mixed_cosine = number(r"^gradient the generator's step uses without zeroing first: .*"
+                          r"cosine similarity with its own: (\S+)$", stdout)
+    sgd, adam = first_step(stdout, "SGD"), first_step(stdout, "Adam")
+    # SGD's step is proportional to the gradient: as much shorter, the same direction.
+    assert sgd[0] == pytest.approx(mixed / own, abs=0.01) and sgd[0] < 0.5
+    assert sgd[1] == pytest.approx(mixed_cosine, abs=0.002)
+    # Adam's first step is lr * sign(gradient): as long as the right one, turned where signs flipped.
+    assert adam[0] == pytest.approx(1, abs=0.01)
+    assert 0 < adam[2] < adam[3] and adam[1] < 0.999
+    assert adam[2] == sgd[2]  # the same elements change sign under both optimizers
 
 
 @pytest.mark.parametrize("lang", LANGUAGES)
@@ -93,9 +119,10 @@ def test_inference_without_autograd_saves_nothing_for_backward(recipe_run, lang)
 def test_set_to_none_is_timed_and_cheaper(recipe_run, lang):
     stdout = recipe_run(NAME, lang).stdout
     zeros = number(r"^zero_grad\(set_to_none=False\)\s+(\S+) us per call$", stdout)
+    foreach = number(r"^zero_grad\(set_to_none=False\), foreach=True\s+(\S+) us per call$", stdout)
     none = number(r"^zero_grad\(set_to_none=True\)\s+(\S+) us per call$", stdout)
-    assert zeros > 0 and none > 0
-    assert zeros > none
+    assert zeros > 0 and foreach > 0 and none > 0
+    assert zeros > none and foreach > none
     assert number(r"^set_to_none=False takes (\S+)x as long as set_to_none=True$", stdout) == \
         pytest.approx(zeros / none, rel=0.05)
 

@@ -29,6 +29,17 @@ still matter. This recipe runs each case and prints the evidence:
 # PyTorch, torchvision (only for the ResNet-18 architecture; no weights are
 # downloaded) and matplotlib. Everything runs on a CUDA GPU when there is one
 # and on the CPU otherwise, in a few seconds.
+#
+# With the seed, every number except the timings comes out the same on every
+# run on the same machine with the same PyTorch version and number of threads.
+# A GPU gives other numbers: CUDA has its own random number generator, so even
+# the made-up data differ from the CPU's, and its kernels round differently.
+# Repeated runs on one GPU usually agree too, but only
+# ``torch.use_deterministic_algorithms(True)`` makes PyTorch use deterministic
+# implementations of every operation (by default, cuDNN may pick a
+# non-deterministic algorithm for the backward pass of the convolutions of the
+# ResNet-18 at the end, for one). What each section shows holds on either
+# device.
 
 import contextlib
 import copy
@@ -51,7 +62,7 @@ SMOKE_TEST = os.environ.get("ZERO_GRAD_SMOKE") == "1"
 
 device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 print(f"Using device: {device}")
-torch.manual_seed(0)  # same random numbers, and so the same results, on every run
+torch.manual_seed(0)  # the same numbers on every run on one machine; a GPU draws other numbers than a CPU
 
 # %%
 # Start of the loop, or right after ``step()``
@@ -111,9 +122,12 @@ print("start of the loop vs after step(), max abs weight difference:",
 # The first two placements give bit-for-bit the same weights (a difference of
 # exactly ``0.0``). What matters is that ``.grad`` is clear when
 # ``loss.backward()`` runs; whether it was cleared at the end of the previous
-# iteration or at the start of this one makes no difference. Clearing right
-# after ``step()`` frees the gradients' memory a little earlier, during the
-# next forward pass; clearing at the start also protects the first step from
+# iteration or at the start of this one makes no difference. Both free the
+# gradients (``set_to_none=True`` is the default) before the next forward pass.
+# They differ only in what runs between ``step()`` and the start of the next
+# iteration, such as loading the next batch, evaluating or saving a
+# checkpoint: clearing right after ``step()`` runs that code without the
+# gradients in memory. Clearing at the start protects the first step from
 # gradients left behind by code before the loop.
 #
 # The bug: zeroing between ``backward()`` and ``step()``
@@ -132,8 +146,8 @@ print("zero_grad() between backward() and step(), weights changed:",
 # %%
 # With ``set_to_none=False`` the result would be the same here: a zero
 # gradient gives a zero update for plain SGD and for this momentum, since the
-# momentum never received a real gradient. The next section shows when a zero
-# gradient does move a parameter.
+# momentum never received a real gradient. The section on ``set_to_none``
+# below shows when a zero gradient does move a parameter.
 #
 # ``model.zero_grad()`` or ``optimizer.zero_grad()``?
 # ---------------------------------------------------
@@ -186,7 +200,8 @@ for name, zero_grad in [("optimizer.zero_grad()", lambda model, optimizer: optim
 # Below, a tiny generator and discriminator on 2-D points go through one
 # training iteration, with the generated points *not* detached. We look at the
 # generator's ``.grad`` after the discriminator's step, then compare the
-# gradient the generator's step would use with and without clearing it first.
+# gradient the generator's step would use with and without clearing it first,
+# and the step itself.
 
 generator = nn.Sequential(nn.Linear(4, 16), nn.ReLU(), nn.Linear(16, 2)).to(device)
 discriminator = nn.Sequential(nn.Linear(2, 16), nn.ReLU(), nn.Linear(16, 1)).to(device)
@@ -229,19 +244,61 @@ print(f"generator .grad left by the discriminator's backward(): norm {stale.norm
 print(f"generator's own gradient: norm {own.norm().item():.4f}, "
       f"cosine similarity with the stale one: {torch.cosine_similarity(stale, own, dim=0).item():.3f}")
 print(f"gradient the generator's step uses without zeroing first: norm {without_zeroing.norm().item():.4f}, "
-      f"max abs difference from its own: {(without_zeroing - own).abs().max().item():.4f}")
+      f"max abs difference from its own: {(without_zeroing - own).abs().max().item():.4f}, "
+      f"cosine similarity with its own: {torch.cosine_similarity(without_zeroing, own, dim=0).item():.3f}")
 
 # %%
-# The stale gradient is nearly as large as the generator's own, and points
-# almost exactly the opposite way: it is the gradient of making the generated
-# points look *more* fake, the discriminator's goal. Left in ``.grad``, it
-# nearly cancels what the generator's step should do. There are two standard
-# safeguards, and most GAN code uses both: detach the generated points in the
-# discriminator's loss (``generator(noise).detach()``), which also saves the
-# backward pass through the generator, and clear each network's gradients
-# right before its own ``backward()``. The generator's ``backward()`` leaves
-# gradients in the discriminator too; ``discriminator_optimizer.zero_grad()``
-# at the start of the next discriminator step clears them.
+# The stale gradient is nearly as large as the generator's own and points the
+# opposite way (a cosine similarity of -1.000): it is the gradient of making
+# the generated points look *more* fake, the discriminator's goal. Their sum,
+# which the step uses if nothing clears ``.grad``, still points nearly the
+# right way (0.986), but is only about a sixth as long (0.0184 against 0.1190).
+#
+# What the generator's step does with that gradient depends on its optimizer.
+# ``generator_update`` gives a gradient to a copy of the generator, takes one
+# step with a new optimizer and returns how the weights moved: with Adam, as
+# above (the generator has not stepped yet, so a new Adam is in the same state
+# as ``generator_optimizer``), and, for comparison, with plain SGD.
+
+
+def generator_update(gradient, make_optimizer):
+    """How one step of a new optimizer moves a copy of the generator whose gradient is ``gradient``."""
+    params = list(copy.deepcopy(generator).parameters())
+    for param, grad in zip(params, gradient.split([p.numel() for p in params])):
+        param.grad = grad.view_as(param).clone()
+    before = nn.utils.parameters_to_vector(params).detach()
+    make_optimizer(params).step()
+    return nn.utils.parameters_to_vector(params).detach() - before
+
+
+for name, make_optimizer in [("Adam(lr=1e-3)", lambda params: optim.Adam(params, lr=1e-3)),
+                             ("SGD(lr=0.1)", lambda params: optim.SGD(params, lr=0.1))]:
+    wrong, right = generator_update(without_zeroing, make_optimizer), generator_update(own, make_optimizer)
+    print(f"generator's first step, {name}, without zeroing vs zeroed: "
+          f"norm ratio {(wrong.norm() / right.norm()).item():.3f}, "
+          f"cosine similarity {torch.cosine_similarity(wrong, right, dim=0).item():.3f}, "
+          f"elements moved the wrong way: {(wrong * right < 0).sum().item()} of {right.numel()}")
+
+# %%
+# * With SGD the step is the learning rate times the gradient, so it shrinks
+#   with it, to 0.154 of the right step, in nearly the right direction: the
+#   stale gradient cancels most of the update.
+# * With Adam, the optimizer used here, it does not. Adam's first step is
+#   about the learning rate times the sign of each element of the gradient,
+#   whatever its size, so the step without zeroing is as long as the right one
+#   (a norm ratio of 1.000). It goes wrong where the stale gradient flipped a
+#   sign: 5 of the 114 elements move the wrong way, and the cosine similarity
+#   drops to 0.912. Adam's running averages also keep the wrong gradient and
+#   carry it into later steps.
+#
+# Either way, the step is not the one the generator's loss asks for. There
+# are two standard safeguards, and most GAN code uses both: detach the
+# generated points in the discriminator's loss (``generator(noise).detach()``),
+# which also saves the backward pass through the generator, and clear each
+# network's gradients right before its own ``backward()``. The generator's
+# ``backward()`` leaves gradients in the discriminator too;
+# ``discriminator_optimizer.zero_grad()`` at the start of the next
+# discriminator step clears them.
 #
 # ``set_to_none``: no gradient is not a zero gradient
 # ---------------------------------------------------
@@ -254,7 +311,8 @@ print(f"gradient the generator's step uses without zeroing first: norm {without_
 # not route any input to. An optimizer skips a parameter whose ``.grad`` is
 # ``None``. A zero gradient, on the other hand, is still a gradient: momentum
 # carries on with the velocity of earlier steps, weight decay still shrinks the
-# weight, and Adam still divides its running averages.
+# weight, and Adam still steps along its running averages of earlier
+# gradients.
 #
 # ``idle_trajectory`` gives a single weight of value 1 one real step with
 # gradient 1, then 20 steps in which it receives no gradient, and records its
@@ -342,7 +400,7 @@ del output
 # * **time per forward**: the median of ``torch.utils.benchmark.Timer``, which
 #   warms up, synchronises CUDA and repeats the call for a set time.
 
-MIN_RUN_TIME = 0.05 if SMOKE_TEST else 0.5  # seconds of repetitions per timing
+MIN_RUN_TIME = 0.05 if SMOKE_TEST else 0.4  # seconds of repetitions per timing
 MODES = {
     "plain": contextlib.nullcontext,
     "torch.no_grad()": torch.no_grad,
@@ -401,9 +459,10 @@ for name, mode in MODES.items():
 # The plain forward pass keeps the input and the output of every ReLU alive
 # for a backward pass that never comes; under ``torch.no_grad()`` and
 # ``torch.inference_mode()`` nothing is saved, and each layer's input can be
-# freed as soon as the next layer has used it. The time saved is small for a
-# model made of a few big matrix products, whose cost dwarfs autograd's
-# bookkeeping; it grows with the number of small operations.
+# freed as soon as the next layer has used it. The time is another matter:
+# autograd's bookkeeping for eight operations is tiny next to four big matrix
+# products, so the three times differ by no more than timing noise. The time
+# saved grows with the number of small operations.
 #
 # Why ``set_to_none=True`` is the default
 # ---------------------------------------
@@ -418,13 +477,15 @@ for name, mode in MODES.items():
 # To measure it on a model of realistic size, we build a ResNet-18 with random
 # weights (``weights=None``, so nothing is downloaded), run one forward and
 # backward pass so that every parameter has a gradient, and time
-# ``optimizer.zero_grad()`` both ways. Each timed call first puts the original
-# gradient tensors back in ``.grad``, as a backward pass would, so that
-# ``set_to_none=True`` always has gradients to drop; putting them back is also
-# timed on its own.
+# ``optimizer.zero_grad()`` both ways, with the recipe's SGD and, for writing
+# zeros, also with an SGD built with ``foreach=True`` (explained below). Each
+# timed call first puts the original gradient tensors back in ``.grad``, as a
+# backward pass would, so that ``set_to_none=True`` always has gradients to
+# drop; putting them back is also timed on its own.
 
 resnet = torchvision.models.resnet18(weights=None).to(device)
 resnet_optimizer = optim.SGD(resnet.parameters(), lr=0.1, momentum=0.9)
+foreach_optimizer = optim.SGD(resnet.parameters(), lr=0.1, momentum=0.9, foreach=True)
 resnet(torch.randn(2, 3, 64, 64, device=device)).sum().backward()
 parameters = list(resnet.parameters())
 gradients = [p.grad for p in parameters]
@@ -435,30 +496,47 @@ def put_gradients_back():
         parameter.grad = gradient
 
 
-def zero_grad(set_to_none):
+def zero_grad(set_to_none, optimizer=resnet_optimizer):
     put_gradients_back()
-    resnet_optimizer.zero_grad(set_to_none=set_to_none)
+    optimizer.zero_grad(set_to_none=set_to_none)
 
 
 gradient_bytes = sum(g.numel() * g.element_size() for g in gradients)
 print(f"ResNet-18: {sum(p.numel() for p in parameters):,} parameters in {len(parameters)} tensors, "
       f"{gradient_bytes / MiB:.1f} MiB of gradients")
 timings = {"putting gradients back only": median_time("put_gradients_back()", put_gradients_back=put_gradients_back)}
-for set_to_none in (False, True):
-    timings[f"zero_grad(set_to_none={set_to_none})"] = median_time(
-        "zero_grad(set_to_none)", zero_grad=zero_grad, set_to_none=set_to_none)
+for name, set_to_none, optimizer in [("zero_grad(set_to_none=False)", False, resnet_optimizer),
+                                     ("zero_grad(set_to_none=False), foreach=True", False, foreach_optimizer),
+                                     ("zero_grad(set_to_none=True)", True, resnet_optimizer)]:
+    timings[name] = median_time("zero_grad(set_to_none, optimizer)",
+                                zero_grad=zero_grad, set_to_none=set_to_none, optimizer=optimizer)
 for name, seconds in timings.items():
-    print(f"{name:<32}{seconds * 1e6:>10.1f} us per call")
+    print(f"{name:<44}{seconds * 1e6:>10.1f} us per call")
 ratio = timings["zero_grad(set_to_none=False)"] / timings["zero_grad(set_to_none=True)"]
 print(f"set_to_none=False takes {ratio:.1f}x as long as set_to_none=True")
 
 # %%
 # Setting ``None`` costs a loop over the 62 parameters in Python, a few times
 # the cost of putting the gradients back. Writing zeros costs, on top of that,
-# a pass over all the gradient memory; on a CPU that pass dominates, as the
-# ratio shows. On a GPU the zeros are written by a few kernels at the GPU's
-# memory bandwidth, so the gap in time is much smaller there, but the memory
-# freed between ``zero_grad()`` and the next ``backward()`` is the same.
+# a pass over all 44.6 MiB of gradients; on a CPU that pass dominates, as the
+# ratio shows.
+#
+# How the zeros are written depends on the optimizer's ``foreach`` argument.
+# The recipe's SGD leaves it at its default, ``None``, and then
+# ``zero_grad(set_to_none=False)`` calls ``zero_()`` on one gradient after the
+# other: 62 separate operations, which on a CUDA GPU are 62 kernel launches.
+# Writing 44.6 MiB takes a GPU very little time, so there the cost is mostly
+# those launches and the Python loop around them, not memory bandwidth. An
+# optimizer built with ``foreach=True`` (or ``fused=True``) instead groups the
+# gradients by device and dtype in ``zero_grad()`` and zeroes each group with
+# one call to ``torch._foreach_zero_``, which on CUDA zeroes many tensors per
+# kernel launch. On a CPU it changes little, as the table shows: the CPU
+# version of ``_foreach_zero_`` still zeroes one tensor after the other. Note
+# that the default ``foreach=None`` is not enough: on CUDA, ``step()`` then
+# picks the foreach implementation by itself, but ``zero_grad()`` only looks
+# at what was passed to the constructor. On any device, ``set_to_none=True``
+# also gives the gradients' memory back (to PyTorch's caching allocator, on a
+# GPU) until the next ``backward()``.
 #
 # The price of the default is that code reading ``.grad`` after
 # ``zero_grad()`` must expect ``None``, and, as shown above, that a parameter

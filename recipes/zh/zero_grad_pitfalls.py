@@ -9,21 +9,29 @@ zero_grad() 该放在哪里，它又不能做什么
 
 * 放在循环开头和紧跟在 ``optimizer.step()`` 之后，两者等价；放在
   ``loss.backward()`` 和 ``optimizer.step()`` 之间，则会悄无声息地让训练失效；
-* 当优化器并不掌管全部参数时，``model.zero_grad()`` 和 ``optimizer.zero_grad()``
+* 优化器并不掌管全部参数时，``model.zero_grad()`` 和 ``optimizer.zero_grad()``
   清零的梯度并不相同，生成器和判别器各用一个优化器就是这种情况；
-* 在默认的 ``set_to_none=True`` 下，优化器会跳过没有得到梯度的参数；而在
-  动量、权重衰减或 Adam 之下，值为零的梯度仍然会让参数移动；
-* ``zero_grad()`` 对推理毫无帮助：推理时节省内存和时间的是 ``torch.no_grad()``
+* 在默认的 ``set_to_none=True`` 下，优化器会跳过没有得到梯度的参数；而用了动量、
+  权重衰减或 Adam 时，值为零的梯度仍然会让参数移动；
+* ``zero_grad()`` 对推理毫无帮助：推理时节省内存和时间靠的是 ``torch.no_grad()``
   和 ``torch.inference_mode()``；
-* 默认的 ``set_to_none=True`` 比写入零更省时间，这里用 ResNet-18 实际计时。
+* 默认的 ``set_to_none=True`` 比写入零开销更小，这里在 ResNet-18 上实际计时。
 """
 
 # %%
-# 准备工作
-# --------
+# Setup
+# -----
 #
 # 需要 PyTorch、torchvision（只用到 ResNet-18 的网络结构，不下载任何权重）和
-# matplotlib。有 CUDA GPU 时在 GPU 上运行，否则在 CPU 上运行，几秒钟即可跑完。
+# matplotlib。有 CUDA GPU 时在 GPU 上运行，否则在 CPU 上运行，整个脚本运行几秒钟。
+#
+# 设定了随机种子，在同一台机器上、使用相同的 PyTorch 版本和线程数，除计时以外的
+# 每个数字每次运行都相同。在 GPU 上得到的数字则不一样：CUDA 有自己的随机数生成器，
+# 连随机生成的数据都和 CPU 上的不同，GPU 核函数的舍入也不同。在同一块 GPU 上重复
+# 运行，结果通常也一致，但只有 ``torch.use_deterministic_algorithms(True)`` 才会让
+# PyTorch 对每个运算都采用确定性的实现（例如默认情况下，cuDNN 可能为最后那个
+# ResNet-18 的卷积的反向传播选用非确定性的算法）。每一节要说明的结论，在哪种设备上
+# 都成立。
 
 import contextlib
 import copy
@@ -48,7 +56,7 @@ SMOKE_TEST = os.environ.get("ZERO_GRAD_SMOKE") == "1"
 
 device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 print(f"Using device: {device}")
-torch.manual_seed(0)  # 每次运行都得到相同的随机数，因而结果也相同
+torch.manual_seed(0)  # 同一台机器上每次运行数字都相同；GPU 生成的随机数与 CPU 不同
 
 # %%
 # 放在循环开头，还是紧跟在 ``step()`` 之后
@@ -105,10 +113,12 @@ print("start of the loop vs after step(), max abs weight difference:",
 
 # %%
 # 前两种位置得到的权重逐位相同（差值恰好是 ``0.0``）。关键在于 ``loss.backward()``
-# 运行时 ``.grad`` 已经清零；是在上一次迭代的末尾清零，还是在这一次迭代的开头
-# 清零，并没有区别。紧跟在 ``step()`` 之后清零，梯度占用的内存会早一点释放，
-# 下一次前向传播时就用不着它；放在循环开头清零，则还能防止循环之前的代码留下的
-# 梯度混进第一个更新步。
+# 运行时 ``.grad`` 已经清零；是在上一次迭代的末尾清零，还是在这一次迭代的开头清零，
+# 并没有区别。两种写法都在下一次前向传播之前释放了梯度（默认 ``set_to_none=True``）。
+# 它们唯一的区别在于 ``step()`` 之后、下一次迭代开始之前运行的那些代码，比如加载
+# 下一个批量、在验证集上评估或保存检查点：紧跟在 ``step()`` 之后清零，这些代码运行时
+# 内存里就没有梯度。放在循环开头清零，则能防止循环之前的代码留下的梯度混进第一个
+# 更新步。
 #
 # 错误用法：在 ``backward()`` 和 ``step()`` 之间清零
 # --------------------------------------------------
@@ -124,13 +134,13 @@ print("zero_grad() between backward() and step(), weights changed:",
 
 # %%
 # 换成 ``set_to_none=False``，这里的结果也一样：对普通的 SGD 来说，零梯度带来的
-# 更新就是零；对这里的动量也是如此，因为动量从来没有接收过真正的梯度。下文会
-# 说明零梯度在什么时候确实会让参数移动。
+# 更新就是零；对这里的动量也是如此，因为动量从来没有接收过真正的梯度。零梯度在
+# 什么时候确实会让参数移动，见下文讲 ``set_to_none`` 的一节。
 #
 # ``model.zero_grad()`` 还是 ``optimizer.zero_grad()``？
 # ------------------------------------------------------
 #
-# ``optimizer.zero_grad()`` 清零的是创建优化器时传给它的那些参数的梯度；
+# ``optimizer.zero_grad()`` 清零的是创建优化器时传给它的那些参数的梯度，而
 # ``model.zero_grad()`` 清零的是模型全部参数的梯度。只要这两组参数不一样，两者的
 # 效果就不一样。
 #
@@ -139,7 +149,7 @@ print("zero_grad() between backward() and step(), weights changed:",
 #
 # 这里只训练一个小网络的最后一层，但第一层仍然需要梯度。``optimizer.zero_grad()``
 # 从不碰它，于是它的 ``.grad`` 一步接一步地越变越大。解决办法有两个：改用
-# ``model.zero_grad()``；或者，如果这一层要一直冻结，更好的做法是
+# ``model.zero_grad()``；或者，如果这一层要一直冻结，更好的做法是调用
 # ``requires_grad_(False)``，这样反向传播也省去了这部分计算。
 
 
@@ -168,14 +178,14 @@ for name, zero_grad in [("optimizer.zero_grad()", lambda model, optimizer: optim
 # 两个优化器，一张计算图
 # ~~~~~~~~~~~~~~~~~~~~~~
 #
-# 生成对抗网络（GAN）用两个优化器训练两个网络：判别器学习区分真实的点和生成的
-# 点，生成器学习骗过判别器。判别器的损失依赖于生成的点，所以除非把这些点
-# detach，判别器的 ``backward()`` 也会一路穿过生成器，在生成器的 ``.grad`` 里留下
-# 梯度。
+# 生成对抗网络（GAN）用两个优化器训练两个网络：判别器学习区分真实的点和生成的点，
+# 生成器学习骗过判别器。判别器的损失依赖于生成的点，所以除非对这些点调用
+# ``detach()``，判别器的 ``backward()`` 也会一路穿过生成器，在生成器的 ``.grad``
+# 里留下梯度。
 #
-# 下面，一个处理二维点的小生成器和小判别器完成一次训练迭代，生成的点 *没有*
-# detach。我们先看判别器的更新步之后生成器的 ``.grad``，再比较生成器的更新步在
-# 事先清零和不清零两种情况下所用的梯度。
+# 下面，一个处理二维点的小生成器和小判别器完成一次训练迭代，生成的点 **没有** 调用
+# ``detach()``。我们先看判别器的更新步之后生成器的 ``.grad``，再比较生成器的更新步
+# 在事先清零和不清零两种情况下所用的梯度，以及更新步本身。
 
 generator = nn.Sequential(nn.Linear(4, 16), nn.ReLU(), nn.Linear(16, 2)).to(device)
 discriminator = nn.Sequential(nn.Linear(2, 16), nn.ReLU(), nn.Linear(16, 1)).to(device)
@@ -198,7 +208,7 @@ def generator_loss():
     return bce(discriminator(generator(noise)), real)
 
 
-# 判别器的更新步，生成的点没有 detach。
+# 判别器的更新步，生成的点没有调用 detach()。
 discriminator_optimizer.zero_grad()
 generated = generator(noise)  # 正确的写法是 generator(noise).detach()
 discriminator_loss = bce(discriminator(real_points), real) + bce(discriminator(generated), fake)
@@ -218,27 +228,64 @@ print(f"generator .grad left by the discriminator's backward(): norm {stale.norm
 print(f"generator's own gradient: norm {own.norm().item():.4f}, "
       f"cosine similarity with the stale one: {torch.cosine_similarity(stale, own, dim=0).item():.3f}")
 print(f"gradient the generator's step uses without zeroing first: norm {without_zeroing.norm().item():.4f}, "
-      f"max abs difference from its own: {(without_zeroing - own).abs().max().item():.4f}")
+      f"max abs difference from its own: {(without_zeroing - own).abs().max().item():.4f}, "
+      f"cosine similarity with its own: {torch.cosine_similarity(without_zeroing, own, dim=0).item():.3f}")
 
 # %%
-# 残留的梯度和生成器自己的梯度差不多大，方向却几乎正好相反：它是让生成的点看起来
-# *更假* 的梯度，也就是判别器的目标。留在 ``.grad`` 里，它几乎抵消了生成器的更新
-# 步本该做的事。常用的防护措施有两条，大多数 GAN 代码两条都用：在判别器的损失里
-# 把生成的点 detach（``generator(noise).detach()``），这还能省掉穿过生成器的那段
-# 反向传播；以及在每个网络自己的 ``backward()`` 之前清零它的梯度。生成器的
-# ``backward()`` 同样会在判别器里留下梯度，下一次判别器更新步开头的
-# ``discriminator_optimizer.zero_grad()`` 会把它们清零。
+# 残留的梯度和生成器自己的梯度差不多大，方向却相反（余弦相似度为 -1.000）：它是让
+# 生成的点看起来 **更假** 的梯度，也就是判别器的目标。如果没有清零 ``.grad``，更新步
+# 用的是两者之和：方向仍然基本正确（余弦相似度 0.986），长度却只有应有值的六分之一
+# 左右（0.0184 对 0.1190）。
+#
+# 生成器的更新步会怎样使用这个梯度，取决于它的优化器。``generator_update`` 把一个
+# 梯度交给生成器的一份副本，用一个新建的优化器执行一个更新步，返回权重的变化量。
+# 优化器先用上面的 Adam（生成器还没有执行过更新步，所以新建的 Adam 与
+# ``generator_optimizer`` 状态相同），再用普通的 SGD 作对比。
+
+
+def generator_update(gradient, make_optimizer):
+    """把生成器的一份副本的梯度设为 ``gradient``，返回新建的优化器执行一个更新步后权重的变化量。"""
+    params = list(copy.deepcopy(generator).parameters())
+    for param, grad in zip(params, gradient.split([p.numel() for p in params])):
+        param.grad = grad.view_as(param).clone()
+    before = nn.utils.parameters_to_vector(params).detach()
+    make_optimizer(params).step()
+    return nn.utils.parameters_to_vector(params).detach() - before
+
+
+for name, make_optimizer in [("Adam(lr=1e-3)", lambda params: optim.Adam(params, lr=1e-3)),
+                             ("SGD(lr=0.1)", lambda params: optim.SGD(params, lr=0.1))]:
+    wrong, right = generator_update(without_zeroing, make_optimizer), generator_update(own, make_optimizer)
+    print(f"generator's first step, {name}, without zeroing vs zeroed: "
+          f"norm ratio {(wrong.norm() / right.norm()).item():.3f}, "
+          f"cosine similarity {torch.cosine_similarity(wrong, right, dim=0).item():.3f}, "
+          f"elements moved the wrong way: {(wrong * right < 0).sum().item()} of {right.numel()}")
+
+# %%
+# * 用 SGD 时，更新量等于学习率乘以梯度，所以更新步随梯度一起缩短，只有应有值的
+#   0.154，方向基本正确：残留的梯度抵消了大部分更新。
+# * 用 Adam 时（这里用的就是它），情况不同。Adam 的第一个更新步大约是学习率乘以
+#   梯度每个元素的符号，与梯度的大小无关，所以不清零时更新步的长度和正确的一样
+#   （范数之比为 1.000）。出错的是被残留梯度翻转了符号的那些元素：114 个元素中有
+#   5 个朝错误的方向移动，余弦相似度降到 0.912。此外，Adam 的滑动平均值也记下了这个
+#   错误的梯度，并把它带进之后的更新步。
+#
+# 无论哪种优化器，这个更新步都不是生成器的损失所要求的那一步。常用的防护措施有两条，
+# 大多数 GAN 代码两条都用：在判别器的损失里对生成的点调用 ``detach()``（即
+# ``generator(noise).detach()``），这还能省掉穿过生成器的那段反向传播；以及在每个
+# 网络自己的 ``backward()`` 之前清零它的梯度。生成器的 ``backward()`` 同样会在
+# 判别器里留下梯度，下一次判别器更新步开头的 ``discriminator_optimizer.zero_grad()``
+# 会把它们清零。
 #
 # ``set_to_none``：没有梯度不等于零梯度
 # -------------------------------------
 #
-# 从 PyTorch 2.0 起，``zero_grad()`` 默认把 ``.grad`` 设为 ``None``，而不是填上
-# 零。对大多数训练循环来说两者可以互换，因为 ``backward()`` 会重新给每个参数算出
-# 梯度。但对于在某些更新步中没有参与计算的参数，两者就不一样了，例如模型中没有
-# 走到的分支，或者混合专家（mixture-of-experts）模型中这一步没有分到任何输入的
-# 专家。优化器会跳过 ``.grad`` 为 ``None`` 的参数；而零梯度终究还是梯度：动量会
-# 带着之前各步的速度继续前进，权重衰减仍会让权重缩小，Adam 仍会用它的滑动平均值
-# 相除来计算更新。
+# 从 PyTorch 2.0 起，``zero_grad()`` 默认把 ``.grad`` 设为 ``None``，而不是填上零。
+# 对大多数训练循环来说两者可以互换，因为 ``backward()`` 会重新给每个参数算出梯度。
+# 但对于在某些更新步中没有参与计算的参数，两者就不一样了，例如模型中没有走到的分支，
+# 或者混合专家（mixture-of-experts）模型中这一步没有分到任何输入的专家。优化器会跳过
+# ``.grad`` 为 ``None`` 的参数；而零梯度终究还是梯度：动量会带着之前各步的速度继续
+# 前进，权重衰减仍会让权重缩小，Adam 仍会按它对以往梯度的滑动平均值继续更新。
 #
 # ``idle_trajectory`` 让一个初始值为 1 的权重先用梯度 1 走一个真正的更新步，再走
 # 20 个没有任何梯度的更新步，并记录它一路上的取值。
@@ -294,8 +341,8 @@ plt.show()
 # ---------------------------------------------------
 #
 # ``zero_grad()`` 只是清零 ``.grad``，并不会让 autograd 停止工作。只要模型的参数
-# 需要梯度，前向传播就照样记录计算图，并让反向传播可能用到的每个张量一直留在
-# 内存里，不管之后有没有调用 ``backward()``：
+# 需要梯度，前向传播就照样记录计算图，并让反向传播可能用到的每个张量一直留在内存里，
+# 不管之后有没有调用 ``backward()``：
 
 mlp = nn.Sequential(*[layer for _ in range(4) for layer in (nn.Linear(1024, 1024), nn.ReLU())]).to(device)
 batch = torch.randn(256, 1024, device=device)
@@ -306,9 +353,9 @@ print(f"after mlp.zero_grad(): output.requires_grad={output.requires_grad}, "
 del output
 
 # %%
-# 推理时应当关掉 autograd：``torch.no_grad()`` 不记录计算图；
-# ``torch.inference_mode()`` 更进一步，连那些让输出日后还能参与 autograd 的
-# 记录工作也省掉了。
+# 推理时应当关掉 autograd：``torch.no_grad()`` 不记录计算图，而
+# ``torch.inference_mode()`` 更进一步，连那些让输出日后还能参与 autograd 的记录
+# 工作也省掉了。
 #
 # 下面用三种方式运行这个四层多层感知机（每层 1024 个单元，批量大小 256）的同一次
 # 前向传播，测量两项指标：
@@ -322,7 +369,7 @@ del output
 # * **time per forward**，即每次前向传播的耗时：``torch.utils.benchmark.Timer``
 #   给出的中位数；它会先预热、同步 CUDA，并在设定的时间内反复调用。
 
-MIN_RUN_TIME = 0.05 if SMOKE_TEST else 0.5  # 每项计时反复调用的秒数
+MIN_RUN_TIME = 0.05 if SMOKE_TEST else 0.4  # 每项计时反复调用的秒数
 MODES = {
     "plain": contextlib.nullcontext,
     "torch.no_grad()": torch.no_grad,
@@ -378,28 +425,30 @@ for name, mode in MODES.items():
     print(f"{name:<24}{saved / MiB:>16.1f} MiB{seconds * 1e3:>15.2f} ms{peak:>14}")
 
 # %%
-# 普通的前向传播为一次永远不会到来的反向传播，留着输入和每个 ReLU 的输出；在
+# 普通的前向传播会为一次不会发生的反向传播保存输入和每个 ReLU 的输出；在
 # ``torch.no_grad()`` 和 ``torch.inference_mode()`` 下什么都不保存，每一层的输入
-# 在下一层用完之后就可以释放。对于由几个大矩阵乘法组成的模型，省下的时间不多，
-# 因为矩阵乘法的开销远远超过 autograd 的记录工作；模型中零碎的小运算越多，省下的
-# 时间就越多。
+# 在下一层用完之后就可以释放。耗时则是另一回事：autograd 为八个运算做的记录工作，
+# 与四次大矩阵乘法相比微不足道，所以三种方式的耗时之差不超过计时本身的波动。模型中
+# 零碎的小运算越多，省下的时间才越多。
 #
 # 为什么默认是 ``set_to_none=True``
 # ---------------------------------
 #
 # 用零填充梯度，要写入每个梯度的每一个元素，写入的数字和模型的参数一样多。设为
-# ``None`` 则什么都不用写，还会把这块内存交还给分配器，直到下一次
-# ``backward()``；届时每个梯度都重新创建，而不是加到一个全零的张量上。这就是
-# ``set_to_none=True`` 在 PyTorch 2.0 中成为默认值的原因。
+# ``None`` 则什么都不用写，还会把这块内存交还给分配器，直到下一次 ``backward()``；
+# 届时每个梯度都重新创建，而不是加到一个全零的张量上。这就是 ``set_to_none=True``
+# 在 PyTorch 2.0 中成为默认值的原因。
 #
 # 为了在一个规模接近实际的模型上测量，我们用随机权重构建一个 ResNet-18
 # （``weights=None``，因此不下载任何东西），做一次前向传播和反向传播，让每个参数
-# 都有梯度，然后用两种方式为 ``optimizer.zero_grad()`` 计时。每次计时的调用都先
-# 像反向传播那样把原来的梯度张量放回 ``.grad``，好让 ``set_to_none=True`` 每次都
-# 有梯度可丢；放回梯度这一步也单独计时。
+# 都有梯度，然后用两种方式为 ``optimizer.zero_grad()`` 计时：用本教程的 SGD；写入零
+# 的那种方式，还用一个以 ``foreach=True`` 创建的 SGD 再测一次（原因见下文）。每次
+# 计时的调用都先像反向传播那样把原来的梯度张量放回 ``.grad``，好让
+# ``set_to_none=True`` 每次都有梯度可丢；放回梯度这一步也单独计时。
 
 resnet = torchvision.models.resnet18(weights=None).to(device)
 resnet_optimizer = optim.SGD(resnet.parameters(), lr=0.1, momentum=0.9)
+foreach_optimizer = optim.SGD(resnet.parameters(), lr=0.1, momentum=0.9, foreach=True)
 resnet(torch.randn(2, 3, 64, 64, device=device)).sum().backward()
 parameters = list(resnet.parameters())
 gradients = [p.grad for p in parameters]
@@ -410,29 +459,42 @@ def put_gradients_back():
         parameter.grad = gradient
 
 
-def zero_grad(set_to_none):
+def zero_grad(set_to_none, optimizer=resnet_optimizer):
     put_gradients_back()
-    resnet_optimizer.zero_grad(set_to_none=set_to_none)
+    optimizer.zero_grad(set_to_none=set_to_none)
 
 
 gradient_bytes = sum(g.numel() * g.element_size() for g in gradients)
 print(f"ResNet-18: {sum(p.numel() for p in parameters):,} parameters in {len(parameters)} tensors, "
       f"{gradient_bytes / MiB:.1f} MiB of gradients")
 timings = {"putting gradients back only": median_time("put_gradients_back()", put_gradients_back=put_gradients_back)}
-for set_to_none in (False, True):
-    timings[f"zero_grad(set_to_none={set_to_none})"] = median_time(
-        "zero_grad(set_to_none)", zero_grad=zero_grad, set_to_none=set_to_none)
+for name, set_to_none, optimizer in [("zero_grad(set_to_none=False)", False, resnet_optimizer),
+                                     ("zero_grad(set_to_none=False), foreach=True", False, foreach_optimizer),
+                                     ("zero_grad(set_to_none=True)", True, resnet_optimizer)]:
+    timings[name] = median_time("zero_grad(set_to_none, optimizer)",
+                                zero_grad=zero_grad, set_to_none=set_to_none, optimizer=optimizer)
 for name, seconds in timings.items():
-    print(f"{name:<32}{seconds * 1e6:>10.1f} us per call")
+    print(f"{name:<44}{seconds * 1e6:>10.1f} us per call")
 ratio = timings["zero_grad(set_to_none=False)"] / timings["zero_grad(set_to_none=True)"]
 print(f"set_to_none=False takes {ratio:.1f}x as long as set_to_none=True")
 
 # %%
 # 设为 ``None`` 的开销是用 Python 把 62 个参数循环一遍，是放回梯度那一步的几倍。
-# 写入零则在此之外还要把全部梯度内存过一遍；在 CPU 上这部分开销占了大头，从上面
-# 的倍数就能看出来。在 GPU 上，零是由几个内核以 GPU 的显存带宽写入的，所以两者
-# 在时间上的差距要小得多，但从 ``zero_grad()`` 到下一次 ``backward()`` 之间省下
-# 的内存是一样的。
+# 写入零则在此之外还要把全部 44.6 MiB 的梯度写一遍；在 CPU 上这部分开销占了大头，
+# 从上面的比值就能看出来。
+#
+# 零是怎样写入的，取决于优化器的 ``foreach`` 参数。本教程的 SGD 没有指定它，取默认值
+# ``None``，此时 ``zero_grad(set_to_none=False)`` 对每个梯度依次调用 ``zero_()``：
+# 一共 62 次单独的运算，在 CUDA GPU 上就是 62 次核函数启动。GPU 写 44.6 MiB 用不了
+# 多少时间，所以在 GPU 上，开销主要来自这些启动以及外面那层 Python 循环，而不是显存
+# 带宽。以 ``foreach=True``（或 ``fused=True``）创建的优化器则不同：它的
+# ``zero_grad()`` 先按设备和数据类型把梯度分组，再对每组调用一次
+# ``torch._foreach_zero_``，在 CUDA 上一次核函数启动就能清零许多张量。在 CPU 上它
+# 没有多大区别，表中的数字就是证明：``_foreach_zero_`` 的 CPU 版本仍然一个张量接一个
+# 张量地清零。注意，默认的 ``foreach=None`` 并不够：在 CUDA 上，``step()`` 这时会
+# 自行选用 foreach 实现，但 ``zero_grad()`` 只看创建优化器时传入的值。无论在哪种
+# 设备上，``set_to_none=True`` 还会交还梯度占用的内存（在 GPU 上是交还给 PyTorch
+# 的缓存分配器），直到下一次 ``backward()``。
 #
 # 默认值的代价是：在 ``zero_grad()`` 之后读取 ``.grad`` 的代码必须考虑它为
 # ``None`` 的情况；另外，如上文所示，没有梯度的参数会被优化器跳过，而不是按零梯度
@@ -446,11 +508,11 @@ print(f"set_to_none=False takes {ratio:.1f}x as long as set_to_none=True")
 #   都什么也不做。
 # * ``optimizer.zero_grad()`` 只清零优化器自己的参数。如果有参数不在优化器里，
 #   或者一张计算图上有好几个优化器，就在每组参数自己的 ``backward()`` 之前清零
-#   它们的梯度，或者把不该让另一个网络看到的张量 detach。
+#   它们的梯度，或者对不该让另一个网络看到的张量调用 ``detach()``。
 # * 默认的 ``set_to_none=True`` 开销更小，还让优化器跳过没有得到梯度的参数；
-#   换成零梯度，在动量、权重衰减或 Adam 之下参数仍会移动。
-# * 推理时请用 ``torch.no_grad()`` 或 ``torch.inference_mode()``；
+#   换成零梯度，用了动量、权重衰减或 Adam 时参数仍会移动。
+# * 推理时请用 ``torch.no_grad()`` 或 ``torch.inference_mode()``，因为
 #   ``zero_grad()`` 并不会关掉 autograd。
-# * 有时候累积梯度正是我们想要的：见 :ref:`gradient_accumulation`。
+# * 有时候我们正是要有意地累积梯度：见 :ref:`gradient_accumulation`。
 
 # sphinx_gallery_thumbnail_number = 1
