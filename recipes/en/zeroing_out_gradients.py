@@ -361,9 +361,9 @@ plt.show()
 # On the left, the normal run learns: its loss falls well below the 2.3 of
 # random guessing and keeps falling, while the run without ``zero_grad()`` soon
 # leaves the top of the plot. On the right are the 2,792 steps that the second
-# run lasted. Its loss is twice that of the normal run from step 650 on, jumps
-# by orders of magnitude in single spikes, and keeps climbing between them,
-# until it becomes ``nan`` at the red line.
+# run lasted. Its loss first reaches twice that of the normal run at step 650,
+# then jumps by orders of magnitude in single spikes and keeps climbing between
+# them, until it becomes ``nan`` at the red line.
 #
 # Test accuracy
 # -------------

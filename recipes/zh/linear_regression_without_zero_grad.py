@@ -4,26 +4,27 @@
 不清零梯度的线性回归
 ====================
 
-:ref:`gradients_accumulate` 已经说明，``backward()`` 会把梯度加到 ``.grad``
+《:ref:`gradients_accumulate`》已经说明，``backward()`` 会把梯度加到 ``.grad``
 上，而不是替换原来的值。本教程看看这对训练有什么影响。模型选最简单的一种：
 用手写的梯度下降，把直线 *ŷ* = *w* *x* + *b* 拟合到 20 个带噪声的点上。
 
 拟合从同一个起点出发运行两次：一次在每次迭代中都清零梯度，一次从不清零。
-我们先看前两次迭代的梯度，再看完整的损失曲线，最后用通常的写法，即
-``nn.Linear`` 加 ``optimizer.zero_grad()``，把同样的拟合再写一遍。
+我们先看前两次迭代的梯度，再看完整的损失曲线，然后改用小批量做同样的拟合，
+最后用通常的写法，即 ``nn.Linear`` 加 ``optimizer.zero_grad()``，把它再写一遍。
 
 .. note::
-   同样的问题出现在图像分类器上的情形见 :ref:`zeroing_out_gradients`；
-   有意地做梯度累积见 :ref:`gradient_accumulation`；``zero_grad()`` 在循环中
-   应该放在哪里见 :ref:`zero_grad_pitfalls`。
+   同样的问题出现在图像分类器上的情形见《:ref:`zeroing_out_gradients`》；
+   有意地累积梯度见《:ref:`gradient_accumulation`》；``zero_grad()`` 在循环中
+   应该放在哪里见《:ref:`zero_grad_pitfalls`》。
 """
 
 # %%
 # 准备工作
 # --------
 #
-# 本教程的所有计算都留在 CPU 上：区区 20 个数，GPU 帮不上忙；而在 CPU 上生成
-# 随机数，能保证每台机器上得到的数字都一样，下面的每个值都可以核对。
+# 本教程的所有计算都留在 CPU 上：区区 20 个数，GPU 帮不上忙。下面设定的随机
+# 种子让每次运行都生成相同的随机数，所以本页引用的数值都可以拿你自己的运行结果
+# 来核对。如果某个数值还取决于 CPU 怎样舍入运算结果，正文会特别说明。
 
 # 图中的标签是中文。如果显示成方框，说明 matplotlib 没找到中文字体：请安装一种（如 Noto Sans CJK SC），
 # 再在画图前加上 plt.rcParams["font.family"] = ["DejaVu Sans", "Noto Sans CJK SC"]。
@@ -39,12 +40,12 @@ print(f"Using device: {device}")
 # 数据和参数
 # ----------
 #
-# 二十个点散布在直线 *y* = 2\ *x* + 5 周围，噪声的标准差为 1。斜率 ``w``
-# 的初始值是随机的，截距 ``b`` 从零开始；两者都是 ``requires_grad=True`` 的
-# 叶子张量，因此 ``backward()`` 会填写它们的 ``.grad``。损失取均方误差的一半。
+# 二十个点散布在直线 *y* = 2\ *x* + 5 周围，噪声的标准差为 1。斜率 ``w`` 的初始值
+# 是随机的，截距 ``b`` 从零开始。两者都是 ``requires_grad=True`` 的叶子张量，
+# 因此 ``backward()`` 会填写它们的 ``.grad``。损失取均方误差的一半。
 #
-# 随机种子是 6（本站其他教程用的是 0）。固定种子之后，运行脚本时，下文引用的
-# 每个数字都会原样出现。
+# 随机种子是 6（本站其他教程用的是 0）。换成别的种子，数字会不同，但下面几次
+# 运行的表现是一样的。
 
 torch.manual_seed(6)
 lr = 0.01
@@ -52,8 +53,8 @@ lr = 0.01
 x = torch.rand(20, 1) * 10
 y = 2 * x + (5 + torch.randn(20, 1))
 
-w = torch.randn((1), requires_grad=True)
-b = torch.zeros((1), requires_grad=True)
+w = torch.randn(1, requires_grad=True)
+b = torch.zeros(1, requires_grad=True)
 
 # 下面的每次运行都从这两个值出发。
 w_init, b_init = w.detach().clone(), b.detach().clone()
@@ -64,9 +65,10 @@ def initial_parameters():
     return w_init.clone().requires_grad_(), b_init.clone().requires_grad_()
 
 
-def compute_loss(w, b):
-    y_pred = w * x + b
-    return (0.5 * (y - y_pred) ** 2).mean()
+def compute_loss(w, b, rows=slice(None)):
+    """直线在数据的 ``rows`` 这些行上的均方误差的一半（默认用全部数据）。"""
+    y_pred = w * x[rows] + b
+    return (0.5 * (y[rows] - y_pred) ** 2).mean()
 
 
 # %%
@@ -85,8 +87,8 @@ print(f"least-squares line: w = {w_best:.4f}, b = {b_best:.4f}, "
 # ----------
 #
 # 每次迭代计算损失，调用 ``backward()``，再让 ``w`` 和 ``b`` 沿梯度的反方向
-# 移动。这里的更新直接写入 ``w.data`` 和 ``b.data``，也就是张量背后的原始
-# 数值，这样 autograd 就不会把这次更新记成下一次计算的一部分。
+# 移动。更新放在 ``torch.no_grad()`` 里进行，这样 autograd 就不会把它记成下一次
+# 计算的一部分。更新是原地修改 ``w`` 和 ``b``，它们仍是收集梯度的叶子张量。
 #
 # 两次迭代各跑两遍：一遍照原样运行，另一遍在第二次 ``backward()`` 之前先调用
 # ``w.grad.zero_()`` 和 ``b.grad.zero_()``。两遍的第一次迭代完全相同，所以
@@ -104,8 +106,9 @@ def first_two_iterations(zero_grad):
         loss.backward()
         print(f"{'zeroed' if zero_grad else 'not zeroed'}, iteration {iteration}: "
               f"w.grad = {w.grad.item():9.4f}, b.grad = {b.grad.item():8.4f}")
-        w.data.sub_(lr * w.grad)
-        b.data.sub_(lr * b.grad)
+        with torch.no_grad():
+            w -= lr * w.grad
+            b -= lr * b.grad
 
 
 first_two_iterations(zero_grad=False)
@@ -113,27 +116,27 @@ first_two_iterations(zero_grad=True)
 
 # %%
 # 两遍的第一次迭代结果相同。梯度是负的：初始直线太平、位置太低，``w`` 和
-# ``b`` 增大时损失会下降。清零之后再做第二次 ``backward()``，``.grad`` 里是
-# 新位置上的梯度，``w`` 的梯度为 -48.2813，比 -74.6261 小，因为第一步已经让
-# 直线靠近了数据。不清零时，``.grad`` 里是 -122.9075，不计舍入误差，正好等于
-# -74.6261 + -48.2813。第二次更新按这个和来算，步子大约是梯度所要求的两倍半；
-# 而且从此以后，第一次的梯度会出现在每一次更新里。
+# ``b`` 增大时损失会下降。清零之后再做第二次 ``backward()``，``.grad`` 里是新
+# 位置上的梯度，``w`` 的梯度为 -48.2813，绝对值比 -74.6261 小，因为第一步已经
+# 让直线靠近了数据。不清零时，``.grad`` 里是 -122.9075，不计舍入误差，正好
+# 等于 -74.6261 + -48.2813。第二次更新按这个和来算，步长约是梯度所要求的
+# 2.5 倍；而且从此以后，第一次的梯度会出现在每一次更新里。
 #
-# 用 ``torch.no_grad()`` 代替 ``.data``
+# 用 ``torch.no_grad()``，不用 ``.data``
 # --------------------------------------
 #
-# 写入 ``.data`` 能达到目的，但这种修改完全瞒过了 autograd：如果之后还有某次
-# 反向传播要用到被这样改过的张量，autograd 察觉不到，会悄无声息地算出错误的
-# 梯度。现在推荐的做法是在 ``torch.no_grad()`` 里原地更新参数。这个代码块里
-# 的运算都不会记入计算图，但 autograd 仍然知道张量被原地修改过；如果这次修改
-# 会让尚未进行的反向传播出错，它会直接报错。``torch.optim`` 中的优化器也是
-# 这样更新参数的。下面的训练函数就采用这种写法：
+# 较早的代码常常通过 ``.data``，即张量背后的原始数值，来做同样的更新：
 #
 # .. code-block:: python
 #
-#    with torch.no_grad():
-#        w -= lr * w.grad
-#        b -= lr * b.grad
+#    w.data.sub_(lr * w.grad)
+#    b.data.sub_(lr * b.grad)
+#
+# 在这里它算出的数字一样，但这种修改完全瞒过了 autograd：如果之后还有某次
+# 反向传播要用到被这样改过的张量，autograd 察觉不到，会悄无声息地算出错误的
+# 梯度。在 ``torch.no_grad()`` 里，运算同样不会记入计算图，但 autograd 仍然
+# 知道张量被原地修改过；如果这次修改会让尚未进行的反向传播出错，它会直接报错。
+# 此外，``torch.optim`` 中的优化器也是在关闭梯度跟踪的情况下原地更新参数的。
 #
 # 两种方式各训练一次
 # ------------------
@@ -141,17 +144,29 @@ first_two_iterations(zero_grad=True)
 # ``train`` 最多运行 1,000 次迭代；如果给了 ``stop_below``，损失一旦低于它
 # 就停止。``zero_grad=True`` 时，它在每次 ``backward()`` 之前把 ``w.grad``
 # 和 ``b.grad`` 设为 ``None``，这正是 ``optimizer.zero_grad()`` 所做的事。
+# 如果给了 ``batch_size``，它就只用一个小批量而不是全部 20 个点来计算梯度，
+# 这一点后面才会用到。它记录的损失始终是全部 20 个点上的损失。
 
 
-def train(zero_grad, iterations=1000, stop_below=None):
+def mini_batches(batch_size):
+    """无限地产生各个小批量的行号：每遍历一次 20 个点，都换一个新的顺序。"""
+    order = torch.Generator().manual_seed(0)
+    while True:
+        yield from torch.randperm(len(x), generator=order).split(batch_size)
+
+
+def train(zero_grad, iterations=1000, stop_below=None, batch_size=None):
     """用梯度下降拟合直线，返回每次迭代的损失以及 ``w``、``b``。"""
     w, b = initial_parameters()
+    batches = mini_batches(batch_size) if batch_size else None
     losses = []
     for _ in range(iterations):
         loss = compute_loss(w, b)
         losses.append(loss.item())
         if stop_below is not None and losses[-1] < stop_below:
             break
+        if batches is not None:
+            loss = compute_loss(w, b, next(batches))
         if zero_grad:
             w.grad = None
             b.grad = None
@@ -168,7 +183,7 @@ def report(name, losses, w, b):
 
 
 # %%
-# 先加上停止规则：损失一旦低于 1 就停止。
+# 先加上停止条件：损失一旦低于 1 就停止。
 
 stopped_with = train(zero_grad=True, stop_below=1.0)
 stopped_without = train(zero_grad=False, stop_below=1.0)
@@ -177,14 +192,14 @@ report("not zeroed", *stopped_without)
 
 # %%
 # 出人意料的是，从不清零梯度的那次运行反而先停了下来：只用了 50 次迭代，另一次
-# 用了 675 次。难道忘了 ``zero_grad()`` 反而让训练变快了？把两个结果和最小
-# 二乘直线 w = 1.9059、b = 5.4334 比较一下。清零的那次停在 w = 2.2148、
-# b = 3.4815：斜率已经差不多了，截距还在往上走。它走得慢，是因为 ``x`` 的值
-# 最大到 10，损失对 ``w`` 远比对 ``b`` 敏感；学习率要小到让 ``w`` 保持稳定，
-# ``b`` 每次迭代就只能挪动一点点。另一次停在 w = 1.6857、b = 6.9272，截距
-# 已经越过了最佳值，它只是恰好路过这一点而已。
+# 用了 675 次。难道忘了 ``zero_grad()`` 反而让训练变快了？把两个结果和最小二乘
+# 直线 w = 1.9059、b = 5.4334 比较一下。清零的那次停在 w = 2.2148、b = 3.4815：
+# 斜率已经差不多了，截距还在往上走。它走得慢，是因为 ``x`` 的值最大到 10，损失
+# 对 ``w`` 远比对 ``b`` 敏感。学习率要小到让 ``w`` 保持稳定，``b`` 每次迭代就
+# 只能挪动一点点。另一次停在 w = 1.6857、b = 6.9272，截距已经越过了最佳值，
+# 它只是恰好路过这一点而已。
 #
-# 现在去掉停止规则，两种方式各完整运行 1,000 次迭代，并画出损失曲线：
+# 现在去掉停止条件，两种方式各完整运行 1,000 次迭代，并画出损失曲线：
 
 losses_with, w_with, b_with = train(zero_grad=True)
 losses_without, w_without, b_without = train(zero_grad=False)
@@ -205,8 +220,8 @@ for ax, shown in [(ax_all, len(losses_with)), (ax_start, 50)]:
         if len(losses) <= shown:
             ax.plot(len(losses), losses[-1], "o", color=color, markersize=9, fillstyle="none")
     ax.set_yscale("log")
-    ax.set_xlabel("迭代")
-ax_all.plot([], [], "o", color="gray", fillstyle="none", label="停止规则生效之处")
+    ax.set_xlabel("迭代次数")
+ax_all.plot([], [], "o", color="gray", fillstyle="none", label="停止条件生效之处")
 ax_all.set_ylabel("损失（均方误差的一半）")
 ax_all.set_title("全部 1,000 次迭代")
 ax_start.set_title("前 50 次迭代")
@@ -215,24 +230,23 @@ plt.show()
 
 # %%
 # 清零时（蓝线），前十来次迭代中损失急剧下降，这时 ``w`` 在找斜率；之后
-# ``b`` 慢慢追上来，损失也随之缓慢而稳定地下降。它在第 675 次迭代时降到 1
-# 以下，此后一直保持在 1 以下，最终为 0.8316，正朝着最小二乘的最小值 0.7215
-# 靠近。
+# ``b`` 慢慢追上来，损失也随之缓慢而稳定地下降。它在第 675 次迭代时降到 1 以下，
+# 此后一直保持在 1 以下，最终为 0.8316，正朝着最小二乘的最小值 0.7215 靠近。
 #
 # 不清零时（橙线），损失始终稳定不下来。从最初几次迭代开始，它大约每五次迭代
-# 就上下摆动一轮，低点接近最小值，高点超过初始损失 83.8424；到了最后 100 次
+# 就上下摆动一轮，低点接近最小值，高点超过初始损失 83.8424。到了最后 100 次
 # 迭代，它仍在 0.9263 到 91.5686 之间来回。1,000 次迭代中只有 7 次低于 1，
-# 每次都在一轮摆动的谷底，其中第一次就是第 50 次迭代，停止规则正是在这里生效
-# 的。1,000 次迭代之后，直线回到了 w = 0.5015、b = -0.0090，几乎就是它出发
-# 的地方（w = 0.5922、b = 0）。针对损失的停止规则只能说明训练 *经过* 了一个
+# 每次都在一轮摆动的谷底，其中第一次就是第 50 次迭代，停止条件正是在这里生效
+# 的。1,000 次迭代之后，直线回到了 w = 0.5015、b = -0.0090，几乎就是它出发的
+# 地方（w = 0.5922、b = 0）。针对损失的停止条件只能说明训练 **经过** 了一个
 # 好的点，不能说明它会停在那里。
 #
 # 摆动从何而来
 # ------------
 #
-# 不清零时，第 *t* 次迭代之后的 ``.grad`` 是到目前为止全部 *t* 个梯度之和，
-# 每次更新都减去这个和的 ``lr`` 倍。一个每次迭代都加上最新梯度的和，就相当于
-# *速度*：参数就像一个在损失这只碗里滚动、完全没有摩擦的小球。它一路加速冲下
+# 不清零时，第 *t* 次迭代之后的 ``.grad`` 是到目前为止全部 *t* 个梯度之和，每次
+# 更新都减去 ``lr`` 乘以这个和。一个每次迭代都加上最新梯度的和，就相当于
+# **速度**：参数就像一个在损失这只碗里滚动、完全没有摩擦的小球。它一路加速冲下
 # 去，冲过碗底，爬上对面直到停住，再滚回来，永不停歇。
 #
 # 这恰好就是动量为 1、没有阻尼（dampening）的 SGD：它的动量缓冲区就是所有
@@ -258,13 +272,63 @@ def train_with_momentum(momentum, iterations=1000):
 losses_momentum = train_with_momentum(momentum=1.0)
 difference = max(abs(p - q) for p, q in zip(losses_momentum, losses_without))
 print(f"largest difference from the never-zeroed loss curve: {difference:.2e}")
+last = train_with_momentum(momentum=0.9)[-100:]
+print(f"momentum 0.9, zeroed: loss over the last 100: {min(last):.4f} to {max(last):.4f}")
 
 # %%
-# 在最高达到 91.6 的损失上，两条曲线相差不超过 2.44e-04。这点差别来自浮点
-# 舍入：``optimizer.step()`` 和手写的更新在运算的舍入上略有不同，摆动又把
-# 这些差别一路带了下去。所以，忘了 ``zero_grad()`` 的训练循环，实际上是在
-# 运行没有摩擦的动量 SGD。常用的动量，比如 0.9，只把之前速度的 90% 加到新
-# 梯度上；正是这部分速度的损耗，让摆动得以逐渐平息。
+# 损失最高达到 91.6，两条曲线相差不超过 2.44e-04。这点差别来自浮点舍入：手写的
+# 更新和 ``optimizer.step()`` 算的是同一个量，但走的是不同的代码，舍入
+# 可能不同，摆动又把这些差别一路带了下去。差别有多大取决于 CPU 的向量指令：
+# 设置环境变量 ``ATEN_CPU_CAPABILITY=default``，让 PyTorch 只用普通指令，
+# 这里的差别就正好是 0。所以，忘了 ``zero_grad()`` 的训练循环，实际上是在运行
+# 没有摩擦的动量 SGD。常用的动量，比如 0.9，每一步只保留之前速度的 90 %；
+# 正是这部分速度的损耗，让摆动得以逐渐平息。调用 ``zero_grad()`` 并使用 0.9 的
+# 动量，同样的拟合在最后 100 次迭代中损失始终是 0.7215，即最小二乘的最小值。
+#
+# 用小批量时摆幅越来越大
+# ----------------------
+#
+# 到目前为止，每个梯度都是在全部 20 个点上算出来的。训练循环通常用小批量来算
+# 梯度，这里每次取 4 个点，顺序随机打乱，每遍历一次数据共 5 个小批量。每个小
+# 批量都有自己的最佳直线，它的梯度把参数拉向这条直线，而不是拉向全部点的最佳
+# 直线。清零时，每次拉动只起一次作用就消失了，各次拉动会相互抵消。不清零时，
+# 每次拉动都留在累积和里，在之后的每次迭代中继续起作用，没有任何东西把它去掉。
+# 下面几次运行和前面一样，起点相同，学习率也相同，只是改用了小批量。每次运行
+# 都打印 1,000 次迭代中每四分之一里最大的损失（在全部 20 个点上计算）。
+
+losses_batches_with, _, _ = train(zero_grad=True, batch_size=4)
+losses_batches_without, _, _ = train(zero_grad=False, batch_size=4)
+for name, losses in [("all 20 points, not zeroed", losses_without),
+                     ("mini-batches, zeroed", losses_batches_with),
+                     ("mini-batches, not zeroed", losses_batches_without)]:
+    quarters = [max(losses[i:i + 250]) for i in range(0, len(losses), 250)]
+    print(f"{name:<26} largest loss per 250 iterations: {', '.join(f'{v:.4g}' for v in quarters)}")
+last = losses_batches_with[-100:]
+print(f"{'mini-batches, zeroed':<26} loss over the last 100: {min(last):.4f} to {max(last):.4f}")
+
+fig, ax = plt.subplots(figsize=(8, 4.5), layout="constrained")
+steps = range(1, len(losses_without) + 1)
+ax.plot(steps, losses_batches_without, color="C3", linewidth=1, label="每个小批量 4 个点，从不清零")
+ax.plot(steps, losses_without, color="C1", linewidth=1, label="全部 20 个点，从不清零")
+ax.plot(steps, losses_batches_with, color="C0", label="每个小批量 4 个点，清零")
+ax.set_yscale("log")
+ax.set_xlabel("迭代次数")
+ax.set_ylabel("全部 20 个点上的损失（均方误差的一半）")
+ax.set_title("从不清零：用全部点时摆幅有界，用小批量时摆幅越来越大")
+ax.legend()
+plt.show()
+
+# %%
+# 用全部 20 个点时，摆幅有界：每四分之一里的最大损失都在 91.49 到 91.69 之间，
+# 比初始损失 83.8424 略高，运行多久都是如此。用小批量时，没有任何东西约束摆动，
+# 摆幅越来越大：每四分之一里的最大损失从 980.1 升到 2.854e+05，图中也能看到摆动
+# 一轮比一轮剧烈。清零时，同样的小批量让损失在最后 100 次迭代中降到 0.8237 到
+# 0.9781 之间。每个梯度只来自 4 个点，所以比用全部 20 个点时波动大，但已经稳定
+# 在最小值附近。
+#
+# 实际的训练循环都用小批量，所以实践中遇到的正是这种情况。
+# 《:ref:`zeroing_out_gradients`》展示了它对图像分类器的影响：那里每个小批量
+# 4 张图像，还叠加了 0.9 的动量。
 #
 # 用通常的写法完成同样的拟合
 # ----------------------------
@@ -274,9 +338,9 @@ print(f"largest difference from the never-zeroed loss curve: {difference:.2e}")
 # 负责更新参数。每次迭代开始时的那一行 ``optimizer.zero_grad()``，保证了
 # ``.grad`` 始终等于当前损失的梯度。
 #
-# 数据是恰好落在直线 *y* = 2\ *x* 上的四个点，所以要找的答案是权重
-# ``weight`` 为 2、偏置 ``bias`` 为 0。作为对照，``fit_line`` 还会在不调用
-# ``zero_grad()`` 的情况下运行一次。
+# 数据是恰好落在直线 *y* = 2\ *x* 上的四个点，所以要找的答案是权重 ``weight``
+# 为 2、偏置 ``bias`` 为 0。作为对照，``fit_line`` 还会在不调用 ``zero_grad()``
+# 的情况下运行一次。
 
 x = torch.tensor([[1.0], [2.0], [3.0], [4.0]])
 y = torch.tensor([[2.0], [4.0], [6.0], [8.0]])
@@ -313,9 +377,9 @@ for name, zero_grad in [("with zero_grad()", True), ("without zero_grad()", Fals
 # ----
 #
 # * 不清零时，每次更新用的都是过去所有梯度之和。
-# * 在这样的凸损失上，这个和就像没有摩擦的动量：参数围绕最小值来回摆动，
-#   而不是停在那里。
-# * 针对损失的停止规则，可能被一次恰好的摆动骗过。
+# * 在这样的凸损失上，这个和就像没有摩擦的动量。用全部的点计算梯度时，参数
+#   围绕最小值来回摆动，而不是停在那里；用小批量时，摆幅越来越大。
+# * 针对损失的停止条件，可能被一次恰好的摆动骗过。
 # * 每次迭代在 ``backward()`` 之前清零一次梯度：用 ``optimizer.zero_grad()``；
 #   手写代码时，把 ``.grad`` 设为 ``None``。
 
