@@ -49,7 +49,7 @@ def test_second_gradient_is_the_sum_without_zeroing(recipe_run, lang):
 
 
 @pytest.mark.parametrize("lang", LANGUAGES)
-def test_stopping_rule_runs_reach_loss_below_one(recipe_run, lang):
+def test_runs_with_a_stopping_rule_reach_loss_below_one(recipe_run, lang):
     stopped = runs(recipe_run(NAME, lang).stdout)[:2]
     for name, iterations, loss, _, _ in stopped:
         assert iterations < 1000 and loss < 1, (name, stopped)
@@ -99,7 +99,47 @@ def test_nn_linear_with_zero_grad_finds_the_line(recipe_run, lang):
 
 
 @pytest.mark.parametrize("lang", LANGUAGES)
-def test_one_figure_without_missing_glyphs(recipe_run, lang):
+def test_momentum_with_friction_settles(recipe_run, lang):
+    stdout = recipe_run(NAME, lang).stdout
+    match = re.search(rf"^momentum 0\.9, zeroed: loss over the last 100: {NUMBER} to {NUMBER}$", stdout, re.M)
+    assert match, stdout
+    _, _, best_loss = line(stdout, "least-squares")
+    assert float(match[1]) == pytest.approx(best_loss, abs=1e-3)
+    assert float(match[2]) == pytest.approx(best_loss, abs=1e-3)
+
+
+def largest_per_quarter(stdout):
+    """{run name: [largest loss of each quarter of the 1,000 iterations]}."""
+    found = {m[1]: [float(v) for v in m[2].split(", ")] for m in
+             re.finditer(r"^(.+?) +largest loss per 250 iterations: (.*)$", stdout, re.M)}
+    assert set(found) == {"all 20 points, not zeroed", "mini-batches, zeroed", "mini-batches, not zeroed"}, stdout
+    assert all(len(v) == 4 for v in found.values()), found
+    return found
+
+
+@pytest.mark.parametrize("lang", LANGUAGES)
+def test_never_zeroed_swings_stay_bounded_on_all_points_and_grow_on_mini_batches(recipe_run, lang):
+    stdout = recipe_run(NAME, lang).stdout
+    quarters = largest_per_quarter(stdout)
+    _, _, initial_loss = line(stdout, "initial")
+    full = quarters["all 20 points, not zeroed"]
+    assert max(full) < 1.2 * initial_loss and max(full) < 1.01 * min(full), full
+    batches = quarters["mini-batches, not zeroed"]
+    assert batches[-1] > 100 * batches[0] and batches[0] > max(full), batches
+
+
+@pytest.mark.parametrize("lang", LANGUAGES)
+def test_zeroed_mini_batches_settle_near_the_minimum(recipe_run, lang):
+    stdout = recipe_run(NAME, lang).stdout
+    match = re.search(rf"^mini-batches, zeroed +loss over the last 100: {NUMBER} to {NUMBER}$", stdout, re.M)
+    assert match, stdout
+    _, _, best_loss = line(stdout, "least-squares")
+    assert best_loss <= float(match[1]) <= float(match[2]) < 1.5 * best_loss
+    assert largest_per_quarter(stdout)["mini-batches, zeroed"][-1] < 1.5 * best_loss
+
+
+@pytest.mark.parametrize("lang", LANGUAGES)
+def test_two_figures_without_missing_glyphs(recipe_run, lang):
     run = recipe_run(NAME, lang)
-    assert len(run.figures) == 1
+    assert len(run.figures) == 2
     assert "missing from font" not in run.stderr, run.stderr

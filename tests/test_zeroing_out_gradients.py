@@ -8,6 +8,8 @@ import pytest
 from conftest import LANGUAGES
 
 ROW = re.compile(r"^(with|without) zero_grad\(\)\s+([\d,]+)\s+(\S+)\s+([\d.]+)%\s+([\d.]+)$", re.M)
+PROGRESS = re.compile(r"^\[(\d), +(\d+)\] loss: (\S+) +size of \.grad: +(\S+) +momentum buffer: +(\S+) \(([\d.]+) x\)$",
+                      re.M)
 
 
 def summary_rows(stdout):
@@ -15,6 +17,20 @@ def summary_rows(stdout):
     rows = {m[1]: (int(m[2].replace(",", "")), float(m[3]), float(m[4])) for m in ROW.finditer(stdout)}
     assert set(rows) == {"with", "without"}, f"no summary table in the output:\n{stdout}"
     return rows
+
+
+def progress(stdout):
+    """The printed progress lines of each run, [(loss text, .grad size, buffer size, ratio), ...].
+
+    The output holds the run with zero_grad() first, each run ending in "Finished in".
+    """
+    parts = stdout.split("Finished in")
+    assert len(parts) == 3, stdout
+    runs = {}
+    for name, part in zip(("with", "without"), parts[:2]):
+        runs[name] = [(m[3], float(m[4]), float(m[5]), float(m[6])) for m in PROGRESS.finditer(part)]
+        assert runs[name], f"no progress lines for the run {name} zero_grad():\n{stdout}"
+    return runs
 
 
 @pytest.mark.parametrize("lang", LANGUAGES)
@@ -40,6 +56,33 @@ def test_both_runs_take_the_same_batches(recipe_run, lang):
 
 
 @pytest.mark.parametrize("lang", LANGUAGES)
+def test_final_loss_is_the_window_of_the_last_printed_line(recipe_run, lang):
+    """The table's final loss is what the prose says: the last printed line's mean, or the non-finite loss."""
+    stdout = recipe_run("zeroing_out_gradients", lang).stdout
+    rows, lines = summary_rows(stdout), progress(stdout)
+    table = {m[1]: m[3] for m in ROW.finditer(stdout)}
+    stopped = re.search(r"^Non-finite loss \((\w+)\) at epoch \d+, batch \d+ \(step (\d+)\)", stdout, re.M)
+    assert table["with"] == lines["with"][-1][0]
+    if stopped:
+        assert table["without"] == stopped[1] and rows["without"][0] == int(stopped[2])
+    else:
+        assert table["without"] == lines["without"][-1][0]
+
+
+@pytest.mark.parametrize("lang", LANGUAGES)
+def test_without_zero_grad_grad_is_a_growing_sum_and_the_buffer_ten_times_it(recipe_run, lang):
+    lines = progress(recipe_run("zeroing_out_gradients", lang).stdout)
+    largest_with = max(size for _, size, _, _ in lines["with"])
+    _, first, _, _ = lines["without"][0]
+    _, last, buffer, ratio = lines["without"][-1]
+    assert last > 10 * largest_with, lines
+    assert len(lines["without"]) == 1 or last > first, lines
+    assert 9 <= ratio <= 10.05 and buffer == pytest.approx(ratio * last, rel=0.06), lines
+    # With zero_grad() the buffer holds gradients that partly cancel: well under ten times .grad.
+    assert max(r for _, _, _, r in lines["with"]) < 9, lines
+
+
+@pytest.mark.parametrize("lang", LANGUAGES)
 def test_marks_the_divergence_point_on_one_figure(recipe_run, lang):
     run = recipe_run("zeroing_out_gradients", lang)
     assert re.search(r"^Divergence point: step [\d,]+", run.stdout, re.M)
@@ -52,3 +95,11 @@ def test_optimizer_zero_grad_only_clears_its_own_parameters(recipe_run, lang):
     stdout = recipe_run("zeroing_out_gradients", lang).stdout
     counts = [int(n) for n in re.findall(r"^after [\w.()]+:\s+(\d+)", stdout, re.M)]
     assert counts == [10, 8, 0], stdout
+
+
+@pytest.mark.parametrize("lang", LANGUAGES)
+def test_frozen_layers_get_no_gradient(recipe_run, lang):
+    stdout = recipe_run("zeroing_out_gradients", lang).stdout
+    match = re.search(r"^frozen all but fc3, after backward\(\): (\d+) have a gradient: (.*)$", stdout, re.M)
+    assert match, stdout
+    assert int(match[1]) == 2 and match[2].split(", ") == ["fc3.weight", "fc3.bias"]
