@@ -70,7 +70,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 # With one GPU per worker, each worker uses its own GPU and the ``nccl``
 # backend; otherwise the workers share the CPU and talk through ``gloo``.
 # The check is ``torch.cuda.device_count()``, not the usual
-# ``torch.cuda.is_available()``: the first asks NVML when it can and leaves
+# ``torch.cuda.is_available()``: the first asks NVML when it can, which leaves
 # CUDA uninitialised in this process; the second initialises the CUDA driver,
 # which PyTorch's documentation calls "poisoning fork": processes forked after
 # that cannot use CUDA, and this script forks its workers (see below).
@@ -98,7 +98,7 @@ BACKEND = "nccl" if torch.cuda.device_count() >= WORKERS_ON_THIS_MACHINE else "g
 K = 4  # micro-batches per optimizer step, on every worker
 MICRO_BATCH_SIZE = 16
 FEATURES = 32
-TIMED_STEPS = 20  # optimizer steps timed per accumulation loop
+TIMED_STEPS = 10  # optimizer steps timed per accumulation loop
 criterion = nn.MSELoss()  # the mean over the points of a micro-batch
 
 

@@ -66,7 +66,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 # 如果每个工作进程都能分到一块 GPU，它就用自己的 GPU 和 ``nccl`` 后端；否则所有
 # 工作进程共用 CPU，通过 ``gloo`` 通信。这里的判断用的是
 # ``torch.cuda.device_count()``，而不是常见的 ``torch.cuda.is_available()``：
-# 前者在可能时通过 NVML 查询，不会在本进程中初始化 CUDA；后者会初始化 CUDA 驱动，
+# 前者在可能时通过 NVML 查询，这样就不会在本进程中初始化 CUDA；后者会初始化 CUDA 驱动，
 # PyTorch 的文档称之为「毒化 fork」（poison fork）：此后 fork 出来的进程都无法使用
 # CUDA，而这个脚本正是 fork 出工作进程的（见下文）。
 
@@ -91,7 +91,7 @@ BACKEND = "nccl" if torch.cuda.device_count() >= WORKERS_ON_THIS_MACHINE else "g
 K = 4  # 每个工作进程在每个更新步中的微批量个数
 MICRO_BATCH_SIZE = 16
 FEATURES = 32
-TIMED_STEPS = 20  # 每种累积循环计时的更新步数
+TIMED_STEPS = 10  # 每种累积循环计时的更新步数
 criterion = nn.MSELoss()  # 一个微批量中各样本点的平均值
 
 
