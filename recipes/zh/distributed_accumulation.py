@@ -11,8 +11,8 @@
 就多出一笔开销：DDP 在每次 ``backward()`` 中都做 all-reduce，也就是每个微批量一次，
 而优化器其实只需要在每个更新步的最后一个微批量之后拿到一次平均值。
 
-``model.no_sync()`` 可以在最后一个微批量之前关掉这个 all-reduce。本教程真正地
-运行 DDP：两个进程，在 CPU 上，使用 ``gloo`` 后端，并展示：
+``model.no_sync()`` 可以为最后一个之前的那些微批量关掉这个 all-reduce。本教程
+真正地运行 DDP：两个进程，在 CPU 上，使用 ``gloo`` 后端，并展示：
 
 * 用了 ``no_sync()`` 之后，累积得到的梯度就等于在单个进程中对整批数据算出的梯度；
 * 每个更新步调用多少次 all-reduce（用 DDP 的通信钩子来数），以及每个更新步耗时多少；
@@ -66,8 +66,8 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 # 如果每个工作进程都能分到一块 GPU，它就用自己的 GPU 和 ``nccl`` 后端；否则所有
 # 工作进程共用 CPU，通过 ``gloo`` 通信。这里的判断用的是
 # ``torch.cuda.device_count()``，而不是常见的 ``torch.cuda.is_available()``：
-# 前者在可能时通过 NVML 查询，这样就不会在本进程中初始化 CUDA；后者会初始化 CUDA 驱动，
-# PyTorch 的文档称之为「毒化 fork」（poison fork）：此后 fork 出来的进程都无法使用
+# 前者在可能时通过 NVML 查询，这样就不会在本进程中初始化 CUDA；后者会初始化 CUDA
+# 驱动，PyTorch 的文档把这叫作 poison fork：此后 fork 出来的进程都无法再使用
 # CUDA，而这个脚本正是 fork 出工作进程的（见下文）。
 
 UNDER_TORCHRUN = "LOCAL_RANK" in os.environ
@@ -371,10 +371,11 @@ for name in ACCUMULATION_LOOPS:
     compare(f"{name} == full batch", results[name]["gradient"], reference)
 
 # %%
-# 三种写法得到的都是整批梯度，只差舍入误差。每个微批量的损失是 16 个样本点的平均值；
-# 除以 ``K``，再由 DDP 在各工作进程之间取平均，加起来正好是全部 128 个样本点的平均
-# 值。``no_sync()`` 改变的是梯度 **什么时候** 取平均，而不是结果：all-reduce 对
-# ``.grad`` 里现有的值取平均，最后平均一次与每个微批量之后都平均一次，结果相同。
+# 三种写法得到的都是整批梯度，只差舍入误差。每个微批量的损失是 16 个样本点的
+# 平均值；除以 ``K``，再由 DDP 在各工作进程之间取平均，加起来正好是全部 128 个
+# 样本点的平均值。``no_sync()`` 改变的是梯度 **什么时候** 取平均，而不是结果：
+# all-reduce 对 ``.grad`` 里现有的值取平均，最后平均一次与每个微批量之后都平均
+# 一次，结果相同。
 #
 # all-reduce 调用次数和每个更新步的耗时
 # -------------------------------------
@@ -396,9 +397,9 @@ for name in ACCUMULATION_LOOPS:
 
 # %%
 # 不用 ``no_sync()`` 时，``K`` 次反向传播中的每一次都对每个桶做 all-reduce：每个
-# 更新步调用 all-reduce 的次数是 ``K`` × 桶数。把前向传播和反向传播都放进 ``no_sync()`` 之后，只有
-# 最后一次反向传播通信：每个桶一次。每个更新步在工作进程之间传送的数据减少到原来的
-# ``K`` 分之一，更新步也更快。
+# 更新步调用 all-reduce 的次数是 ``K`` × 桶数。把前向传播和反向传播都放进
+# ``no_sync()`` 之后，只有最后一次反向传播通信：每个桶一次。每个更新步在工作进程
+# 之间传送的数据减少到原来的 ``K`` 分之一，更新步也更快。
 #
 # 陷阱写法做 all-reduce 的次数与完全不用 ``no_sync()`` 一样多。DDP 在 **前向传播**
 # 中就决定了下一次反向传播是否做 all-reduce：在 ``no_sync()`` 之外执行的前向传播
