@@ -156,7 +156,7 @@ compare("accumulated == full batch", accumulated, full)
 # Why divide by ``k``? ``MSELoss`` averages over its batch, so each micro-batch
 # loss is the mean over 64 points. The full-batch loss is the mean over 256
 # points, which is the average of the four micro-batch means, that is their
-# sum divided by 4. Because the gradient is linear, the same holds for the
+# sum divided by 4. Because taking a gradient is linear, the same holds for the
 # gradients: summing the four micro-batch gradients in ``.grad``, each divided
 # by ``k``, gives the gradient of the full-batch mean.
 #
@@ -192,7 +192,7 @@ OPTIMIZERS = {
 
 
 def weight_change(make_optimizer, weighting, lr_scale=1, max_norm=None, updates=8):
-    """How 8 accumulated updates move the initial weights; also how many updates were clipped."""
+    """How ``updates`` accumulated updates move the initial weights; also how many were clipped."""
     model = make_model()
     model.load_state_dict(initial_weights)
     start = nn.utils.parameters_to_vector(model.parameters()).detach()

@@ -108,8 +108,9 @@ print(f"x.grad after zero_grad() and backward: {x.grad}")
 # ``None`` or zeros?
 # ------------------
 #
-# ``optimizer.zero_grad(set_to_none=False)`` is the behaviour of PyTorch
-# before 2.0: it keeps the ``.grad`` tensor and fills it with zeros.
+# ``optimizer.zero_grad(set_to_none=False)`` is what ``zero_grad()`` did by
+# default before PyTorch 2.0: it keeps the ``.grad`` tensor and fills it with
+# zeros.
 
 optimizer.zero_grad(set_to_none=False)
 print(f"x.grad after zero_grad(set_to_none=False): {x.grad}")

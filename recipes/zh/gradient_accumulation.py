@@ -176,7 +176,7 @@ OPTIMIZERS = {
 
 
 def weight_change(make_optimizer, weighting, lr_scale=1, max_norm=None, updates=8):
-    """8 次累积更新让初始权重变化了多少；以及有几次更新的梯度被裁剪。"""
+    """``updates`` 次累积更新让初始权重变化了多少；以及其中有几次的梯度被裁剪。"""
     model = make_model()
     model.load_state_dict(initial_weights)
     start = nn.utils.parameters_to_vector(model.parameters()).detach()

@@ -102,8 +102,8 @@ print(f"x.grad after zero_grad() and backward: {x.grad}")
 # ``None`` 还是零？
 # -----------------
 #
-# ``optimizer.zero_grad(set_to_none=False)`` 是 PyTorch 2.0 之前的行为：保留
-# ``.grad`` 这个张量，把它填成零。
+# ``optimizer.zero_grad(set_to_none=False)`` 就是 PyTorch 2.0 之前 ``zero_grad()``
+# 的默认行为：保留 ``.grad`` 这个张量，把它填成零。
 
 optimizer.zero_grad(set_to_none=False)
 print(f"x.grad after zero_grad(set_to_none=False): {x.grad}")

@@ -13,8 +13,8 @@ zero_grad() 该放在哪里，它又不能做什么
   清零的梯度并不相同，生成器和判别器各用一个优化器就是这种情况；
 * 在默认的 ``set_to_none=True`` 下，优化器会跳过没有得到梯度的参数；而用了动量、
   权重衰减或 Adam 时，值为零的梯度仍然会让参数移动；
-* ``zero_grad()`` 对推理毫无帮助：推理时节省内存和时间靠的是 ``torch.no_grad()``
-  和 ``torch.inference_mode()``；
+* ``zero_grad()`` 对推理毫无帮助：要让 autograd 不再为一次不会发生的反向传播
+  保存张量，靠的是 ``torch.no_grad()`` 和 ``torch.inference_mode()``；
 * 默认的 ``set_to_none=True`` 比写入零开销更小，这里在 ResNet-18 上实际计时。
 """
 
