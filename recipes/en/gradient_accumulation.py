@@ -270,8 +270,9 @@ compare("sum reduction, not divided == full batch",
 # ----------------------------------------------------
 #
 # 2,200 points make 34 micro-batches of 64 and one of 24: 35 micro-batches,
-# that is 8 windows of ``k = 4`` and a last window of 3 micro-batches holding
-# 64 + 64 + 24 = 152 points. The full-batch run sees the same epoch as 8
+# that is 8 windows of ``k = 4`` (a window being the micro-batches of one
+# update) and a last window of 3 micro-batches holding 64 + 64 + 24 = 152
+# points. The full-batch run sees the same epoch as 8
 # batches of 256 and one of 152.
 #
 # The last window needs its own weights. Its loss should be the mean over its
