@@ -29,8 +29,8 @@ on mini-batches, and finally write it the usual way, with ``nn.Linear`` and
 # Everything in this recipe stays on the CPU: 20 numbers are far too few for
 # a GPU to help. The seed set below makes every run draw the same random
 # numbers, so you can check the values quoted on this page against your own
-# run. Where a value also depends on how your CPU rounds its arithmetic, the
-# text says so.
+# run. Where we found a value that also depends on how the CPU rounds its
+# arithmetic, the text says so.
 
 import matplotlib.pyplot as plt
 import torch

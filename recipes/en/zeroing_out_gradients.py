@@ -37,13 +37,14 @@ Then it plots both loss curves, compares their test accuracy and shows when
 #
 # The seed makes the random numbers the same on every run: the initial weights
 # and, below, the order of the mini-batches. On the CPU that makes the whole
-# output repeat exactly, run after run, on the same machine with the same
-# PyTorch version. On a CUDA GPU only the starting point repeats: cuDNN may
-# choose a non-deterministic algorithm for the convolutions' backward pass,
-# whose sums come out slightly different on every run, and by default it
-# computes convolutions in TF32, with fewer mantissa bits than the CPU's
-# float32, on GPUs that have it. The numbers then differ a little from run to
-# run and from those on this page.
+# output apart from the timings repeat exactly, run after run, on the same
+# machine with the same PyTorch version. On a CUDA GPU only the starting point
+# repeats: cuDNN may choose a non-deterministic algorithm for the convolutions'
+# backward pass, whose sums come out slightly different on every run, and by
+# default it computes convolutions in TF32, with fewer mantissa bits than the
+# CPU's float32, on GPUs that have it. The numbers then differ from run to run
+# and from those on this page: a little for the normal run, and possibly a lot
+# for the run without ``zero_grad()``, which magnifies small differences.
 
 import copy
 import math
@@ -77,10 +78,10 @@ torch.manual_seed(0)  # the same initial weights on every run (what else repeats
 #
 # The classic version of this recipe converts and normalises every image again
 # in every epoch, in a ``DataLoader``. Here each image is decoded once into one
-# ``uint8`` tensor per split, and the same normalisation (mean 0.5 and standard deviation 0.5 per
-# channel, so pixels end up in [-1, 1]) is applied to the whole tensor at once.
-# The numbers the network sees are the same; the training loop just no longer
-# waits for image decoding.
+# ``uint8`` tensor per split, and the same normalisation (mean 0.5 and
+# standard deviation 0.5 per channel, so pixels end up in [-1, 1]) is applied to the whole tensor at once.
+# The numbers the network sees are the same, up to rounding in the last bit of
+# some pixels; the training loop just no longer waits for image decoding.
 
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer",
            "dog", "frog", "horse", "ship", "truck")
@@ -178,11 +179,12 @@ initial_weights = copy.deepcopy(Net().state_dict())
 # both runs see the same batches in the same order, and the
 # ``optimizer.zero_grad()`` line is the only difference between them.
 #
-# Five times per epoch the loop prints the mean loss of the mini-batches since
-# its last line, and two sizes: that of ``.grad``, and that of the momentum
-# buffer, which SGD keeps for every parameter in ``optimizer.state`` and
-# subtracts, times the learning rate, in every step. A size here is the
-# Euclidean norm of all the numbers of all the parameters taken together. If
+# Five times per epoch the loop prints a line: the mean loss of the
+# mini-batches since the last line, the size of ``.grad``, the size of the
+# momentum buffer, and how many times larger the buffer is. SGD keeps that
+# buffer for every parameter in ``optimizer.state`` and subtracts it, times
+# the learning rate, in every step. A size here is the Euclidean norm of all
+# the numbers of all the parameters taken together. If
 # the loss ever stops being a finite number, the loop says where and stops,
 # since nothing useful can be learned after that. ``train_from_initial_weights``
 # gives each run a fresh network with the saved initial weights and times it.
@@ -247,9 +249,8 @@ def train_from_initial_weights(zero_grad):
 # Train with ``optimizer.zero_grad()``
 # ------------------------------------
 #
-# This is the loop everyone should write. The printed loss starts near 2.3,
-# the loss of guessing uniformly among ten classes (ln 10), and falls
-# steadily.
+# This is the loop everyone should write. The loss starts near 2.3, the loss
+# of guessing uniformly among ten classes (ln 10), and falls steadily.
 
 net, losses_with, time_with = train_from_initial_weights(zero_grad=True)
 
@@ -292,7 +293,10 @@ net_without, losses_without, time_without = train_from_initial_weights(zero_grad
 # 20978.136, is far above the 2.3 of random guessing: steps that large throw
 # the weights to places where the network's outputs, and so its loss, are
 # huge. At step 2,792 the outputs no longer fit in a 32-bit float, the loss is
-# ``nan``, and the loop reports the step and stops.
+# ``nan``, and the loop reports the step and stops. That last part is down to
+# the exact numbers: started from initial weights changed by amounts as small
+# as rounding errors, the same run can instead reach the end of both epochs,
+# with a huge loss.
 #
 # Compare the two runs
 # --------------------
