@@ -47,6 +47,16 @@ sys.argv = [script]
 runpy.run_path(script, run_name="__main__")
 """
 
+# The same failure, but worker 1 closes its connections first and stays alive
+# for three more seconds: worker 0 then fails ("Connection closed by peer") and
+# exits first, so that torch.multiprocessing's join() reports worker 0.
+FIRST_FAILURE_EXITS_LAST = FAILING_WORKER.replace(
+    """        raise ValueError""",
+    """        threading.Thread(target=time.sleep, args=(3,)).start()
+        dist.destroy_process_group()
+        raise ValueError""",
+).replace("import runpy, sys", "import runpy, sys, threading, time")
+
 
 def comparisons(stdout):
     """Every printed gradient check as {what: (allclose, max abs difference)}."""
@@ -129,9 +139,9 @@ def kill_and_check_leftovers(folder):
     assert not leftovers, f"processes left behind: {[p.info['cmdline'] for p in leftovers]}"
 
 
-def run_in(folder, command):
+def run_in(folder, command, **env):
     """Run ``command`` in ``folder`` in smoke mode; fail on a hang or on a process left behind."""
-    process = subprocess.Popen(command, cwd=folder, env=smoke_env(), stdout=subprocess.PIPE,
+    process = subprocess.Popen(command, cwd=folder, env=smoke_env(**env), stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
         stdout, stderr = process.communicate(timeout=TIMEOUT)
@@ -188,7 +198,22 @@ def test_a_worker_that_raises_fails_the_script_with_its_error(tmp_path, launch):
     wrapper = tmp_path / "failing_worker.py"
     wrapper.write_text(FAILING_WORKER)
     command = [sys.executable, str(wrapper), str(script)] if launch == "alone" else under_torchrun(wrapper, script)
-    code, stdout, stderr = run_in(script.parent, command)
+    # torch.multiprocessing leaves a failed worker's traceback file in the temporary folder.
+    (tmp_path / "tmp").mkdir()
+    code, stdout, stderr = run_in(script.parent, command, TMPDIR=str(tmp_path / "tmp"))
     assert code != 0
     assert "ValueError: deliberate failure in worker 1" in stderr, stderr
     assert "Using device" not in stdout, "the script went on after a worker failed"
+
+
+def test_the_first_failure_is_reported_even_when_another_worker_exits_first(tmp_path):
+    script = copy_into_empty_folder(tmp_path / "run")
+    wrapper = tmp_path / "failing_worker.py"
+    wrapper.write_text(FIRST_FAILURE_EXITS_LAST)
+    (tmp_path / "tmp").mkdir()
+    code, stdout, stderr = run_in(script.parent, [sys.executable, str(wrapper), str(script)],
+                                  TMPDIR=str(tmp_path / "tmp"))
+    assert code != 0
+    assert "-- Process 0 terminated" in stderr, "join() did not report worker 0 first: this tests nothing"
+    assert "RuntimeError: the first worker to fail was worker 1" in stderr, stderr
+    assert "ValueError: deliberate failure in worker 1" in stderr, stderr

@@ -43,6 +43,7 @@ import os
 import sys
 import tempfile
 import time
+import traceback
 from contextlib import nullcontext
 from pathlib import Path
 
@@ -314,17 +315,28 @@ def run_worker(rank, local_rank, world_size, init_method):
 #
 # Rank 0 saves its results to a file in that folder, which this process reads
 # once the workers are done. If a worker raises, ``join`` stops the others and
-# raises that worker's error here; a deadline guards against a worker that
-# never finishes, and the ``finally`` clause kills and reaps whatever is left.
+# raises an error here. But one failed worker soon makes the others fail too,
+# at their next collective call ("Connection closed by peer"), and ``join``
+# reports whichever failure it notices first. So a worker that fails also
+# writes its traceback to a file named after the time, and the error raised
+# here is the earliest one. A deadline guards against a worker that never
+# finishes, and the ``finally`` clause kills and reaps whatever is left.
+#
 # Each worker uses one thread, as torchrun sets up: a forked worker can hang
 # in its first multi-threaded operation if this process had already run one.
 
 
 def local_worker(rank, world_size, folder):
     torch.set_num_threads(1)
-    results = run_worker(rank, rank, world_size, f"file://{folder}/rendezvous")
-    if rank == 0:
-        torch.save(results, Path(folder) / "results.pt")
+    try:
+        results = run_worker(rank, rank, world_size, f"file://{folder}/rendezvous")
+        if rank == 0:
+            torch.save(results, Path(folder) / "results.pt")
+    except Exception:
+        # The same clock in every process, zero-padded: the earliest failure sorts first.
+        failure = Path(folder) / f"failure {time.monotonic_ns():020d}.txt"
+        failure.write_text(f"worker {rank}: {traceback.format_exc()}")
+        raise
 
 
 def start_local_workers(world_size, deadline_seconds=300):
@@ -337,9 +349,12 @@ def start_local_workers(world_size, deadline_seconds=300):
                                      start_method="fork", join=False)
         deadline = time.monotonic() + deadline_seconds
         try:
-            while not workers.join(timeout=1):  # True once all have finished; raises if one failed
+            while not workers.join(timeout=1):  # True once all have finished
                 if time.monotonic() > deadline:
                     raise TimeoutError(f"the workers did not finish within {deadline_seconds} seconds")
+        except mp.ProcessRaisedException as error:
+            first_failure = min(Path(folder).glob("failure *.txt"))
+            raise RuntimeError(f"the first worker to fail was {first_failure.read_text()}") from error
         finally:
             for worker in workers.processes:
                 if worker.is_alive():

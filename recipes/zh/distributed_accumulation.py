@@ -38,6 +38,7 @@ import os
 import sys
 import tempfile
 import time
+import traceback
 from contextlib import nullcontext
 from pathlib import Path
 
@@ -293,18 +294,28 @@ def run_worker(rank, local_rank, world_size, init_method):
 # 因此不会发生端口冲突；它们之间随后建立的连接使用系统挑选的端口。
 #
 # rank 0 把结果保存到这个文件夹中的一个文件里，等所有工作进程结束后，本进程再去
-# 读取。如果某个工作进程抛出异常，``join`` 会终止其他进程，并在这里抛出那个工作
-# 进程的错误；一个截止时间防止某个工作进程永远不结束；``finally`` 子句则杀掉并
-# 回收剩下的所有进程。每个工作进程只用一个线程，这与 torchrun 的默认设置相同：
-# 如果本进程已经执行过多线程运算，fork 出来的工作进程可能会卡死在它的第一个多线程
-# 运算上。
+# 读取。如果某个工作进程抛出异常，``join`` 会终止其他进程，并在这里抛出错误。
+# 不过，一个工作进程失败后，其他工作进程很快也会在下一次集合通信时失败
+# （「Connection closed by peer」），而 ``join`` 报告的是它最先注意到的那个失败。
+# 所以失败的工作进程还会把自己的 traceback 写进一个以时间命名的文件，这里抛出的
+# 是其中最早的那个错误。一个截止时间防止某个工作进程永远不结束；``finally`` 子句
+# 则杀掉并回收剩下的所有进程。
+#
+# 每个工作进程只用一个线程，这与 torchrun 的默认设置相同：如果本进程已经执行过
+# 多线程运算，fork 出来的工作进程可能会卡死在它的第一个多线程运算上。
 
 
 def local_worker(rank, world_size, folder):
     torch.set_num_threads(1)
-    results = run_worker(rank, rank, world_size, f"file://{folder}/rendezvous")
-    if rank == 0:
-        torch.save(results, Path(folder) / "results.pt")
+    try:
+        results = run_worker(rank, rank, world_size, f"file://{folder}/rendezvous")
+        if rank == 0:
+            torch.save(results, Path(folder) / "results.pt")
+    except Exception:
+        # 所有进程共用同一个时钟，补零到相同位数：最早的失败排在最前面。
+        failure = Path(folder) / f"failure {time.monotonic_ns():020d}.txt"
+        failure.write_text(f"worker {rank}: {traceback.format_exc()}")
+        raise
 
 
 def start_local_workers(world_size, deadline_seconds=300):
@@ -317,9 +328,12 @@ def start_local_workers(world_size, deadline_seconds=300):
                                      start_method="fork", join=False)
         deadline = time.monotonic() + deadline_seconds
         try:
-            while not workers.join(timeout=1):  # 全部结束时返回 True；有进程失败时抛出异常
+            while not workers.join(timeout=1):  # 全部结束时返回 True
                 if time.monotonic() > deadline:
                     raise TimeoutError(f"the workers did not finish within {deadline_seconds} seconds")
+        except mp.ProcessRaisedException as error:
+            first_failure = min(Path(folder).glob("failure *.txt"))
+            raise RuntimeError(f"the first worker to fail was {first_failure.read_text()}") from error
         finally:
             for worker in workers.processes:
                 if worker.is_alive():
