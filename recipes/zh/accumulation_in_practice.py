@@ -668,3 +668,7 @@ plt.show()
 #   :ref:`zero_grad_pitfalls`。
 
 # sphinx_gallery_thumbnail_number = 1
+
+# sphinx_gallery_start_ignore
+# Translates recipes/en/accumulation_in_practice.py, English text ecfca7f83a38209a (make translation-status)
+# sphinx_gallery_end_ignore

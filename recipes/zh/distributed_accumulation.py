@@ -469,3 +469,7 @@ compare("FSDP2, set_requires_gradient_sync == full batch", results["FSDP2"], ref
 #   :ref:`zero_grad_pitfalls` 说明 ``zero_grad()`` 在其中应该放在哪里。
 
 # sphinx_gallery_thumbnail_number = 1
+
+# sphinx_gallery_start_ignore
+# Translates recipes/en/distributed_accumulation.py, English text 3c45a91c860895c1 (make translation-status)
+# sphinx_gallery_end_ignore

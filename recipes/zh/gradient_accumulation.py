@@ -414,3 +414,7 @@ plt.show()
 #   :ref:`zero_grad_pitfalls`。
 
 # sphinx_gallery_thumbnail_number = 1
+
+# sphinx_gallery_start_ignore
+# Translates recipes/en/gradient_accumulation.py, English text 4fcdb01718d9301f (make translation-status)
+# sphinx_gallery_end_ignore

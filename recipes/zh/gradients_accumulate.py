@@ -235,3 +235,7 @@ plt.show()
 # :ref:`linear_regression_without_zero_grad`。
 
 # sphinx_gallery_thumbnail_number = 1
+
+# sphinx_gallery_start_ignore
+# Translates recipes/en/gradients_accumulate.py, English text 563db7f60086c31c (make translation-status)
+# sphinx_gallery_end_ignore

@@ -384,3 +384,7 @@ for name, zero_grad in [("with zero_grad()", True), ("without zero_grad()", Fals
 #   手写代码时，把 ``.grad`` 设为 ``None``。
 
 # sphinx_gallery_thumbnail_number = 1
+
+# sphinx_gallery_start_ignore
+# Translates recipes/en/linear_regression_without_zero_grad.py, English text 8657c2ca25c6ca21 (make translation-status)
+# sphinx_gallery_end_ignore

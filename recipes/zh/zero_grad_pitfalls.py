@@ -516,3 +516,7 @@ print(f"set_to_none=False takes {ratio:.1f}x as long as set_to_none=True")
 # * 有时候我们正是要有意地累积梯度：见 :ref:`gradient_accumulation`。
 
 # sphinx_gallery_thumbnail_number = 1
+
+# sphinx_gallery_start_ignore
+# Translates recipes/en/zero_grad_pitfalls.py, English text 8f4a5ffa4aa8da53 (make translation-status)
+# sphinx_gallery_end_ignore

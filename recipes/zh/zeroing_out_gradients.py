@@ -443,3 +443,7 @@ print("frozen all but fc3, after backward():", len(parameters_with_gradient(mode
 # 《:ref:`gradient_accumulation`》介绍了具体做法。
 
 # sphinx_gallery_thumbnail_number = 1
+
+# sphinx_gallery_start_ignore
+# Translates recipes/en/zeroing_out_gradients.py, English text 719710eea117c197 (make translation-status)
+# sphinx_gallery_end_ignore
