@@ -19,8 +19,8 @@ zero_grad() 该放在哪里，它又不能做什么
 """
 
 # %%
-# Setup
-# -----
+# 准备工作
+# --------
 #
 # 需要 PyTorch、torchvision（只用到 ResNet-18 的网络结构，不下载任何权重）和
 # matplotlib。有 CUDA GPU 时在 GPU 上运行，否则在 CPU 上运行，整个脚本运行几秒钟。
