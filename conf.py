@@ -207,7 +207,8 @@ sphinx_gallery_conf = {
 # -- Chinese strings for Sphinx-Gallery ---------------------------------------
 # Sphinx-Gallery has no translations: its reader-facing strings are module-level
 # reST templates, formatted when a page is written. The Chinese build swaps in
-# translated templates with the same placeholders.
+# translated templates with the same placeholders. A full-width colon carries
+# its own spacing, so the space after the English colon goes with it.
 
 
 
@@ -225,11 +226,11 @@ if LANG == "zh":
          ":ref:`跳到页尾 <sphx_glr_download_{1}>`\\ 下载完整的示例代码。"),
         (gen_rst, "TIMING_CONTENT", "**Total running time of the script:** ({0:.0f} minutes {1:.3f} seconds)",
          "**脚本总运行时间：**\\ {0:.0f} 分 {1:.3f} 秒"),
-        (gen_rst, "NOTEBOOK_DOWNLOAD", "Download Jupyter notebook:", "下载 Jupyter 笔记本："),
-        (gen_rst, "CODE_DOWNLOAD", "Download {1} source code:", "下载 Python 源代码："),
-        (gen_rst, "ZIP_DOWNLOAD", "Download zipped:", "下载压缩包："),
-        (downloads, "CODE_ZIP_DOWNLOAD", "Download all examples {0} source code:", "下载全部示例的 Python 源代码："),
-        (downloads, "NOTEBOOK_ZIP_DOWNLOAD", "Download all examples in Jupyter notebooks:", "下载全部示例的 Jupyter 笔记本："),
+        (gen_rst, "NOTEBOOK_DOWNLOAD", "Download Jupyter notebook: ", "下载 Jupyter 笔记本："),
+        (gen_rst, "CODE_DOWNLOAD", "Download {1} source code: ", "下载 Python 源代码："),
+        (gen_rst, "ZIP_DOWNLOAD", "Download zipped: ", "下载压缩包："),
+        (downloads, "CODE_ZIP_DOWNLOAD", "Download all examples {0} source code: ", "下载全部示例的 Python 源代码："),
+        (downloads, "NOTEBOOK_ZIP_DOWNLOAD", "Download all examples in Jupyter notebooks: ", "下载全部示例的 Jupyter 笔记本："),
     ]:
         translate_template(module, name, english, chinese)
 

@@ -16,6 +16,7 @@ import functools
 import http.server
 import os
 import re
+import sys
 import threading
 from pathlib import Path
 from urllib.parse import parse_qs, quote, urljoin, urlsplit
@@ -23,6 +24,9 @@ from urllib.parse import parse_qs, quote, urljoin, urlsplit
 import pytest
 
 from conftest import LANGUAGES, RECIPE_NAMES, REPO
+
+sys.path.insert(0, str(REPO / "docs" / "_ext"))
+import chinese_font  # noqa: E402
 from test_site import gallery_index, gallery_zips, recipe_page, recipe_source, tree_pages
 
 pytestmark = [pytest.mark.browser, pytest.mark.site]
@@ -55,7 +59,13 @@ def site_url(smoke_site):
 
 
 @pytest.fixture(scope="module")
-def browser():
+def browser(tmp_path_factory):
+    """Headless Chromium that, like a Chinese reader's browser, has a font with Chinese glyphs.
+
+    The page asks for Noto Sans CJK SC among others (docs/_static/site.css); on
+    a machine without any CJK font, fontconfig is told about the pinned copy
+    the figures use, so that screenshots show text instead of empty boxes.
+    """
     if not CHROMIUM.exists():
         message = f"no Chromium at {CHROMIUM}: apt-get install chromium (or set CHROMIUM)"
         if os.environ.get("CI"):
@@ -63,8 +73,14 @@ def browser():
         pytest.skip(message)
     from playwright.sync_api import sync_playwright
 
+    fonts_conf = tmp_path_factory.mktemp("fontconfig") / "fonts.conf"
+    fonts_conf.write_text(
+        '<?xml version="1.0"?>\n<!DOCTYPE fontconfig SYSTEM "fonts.dtd">\n<fontconfig>\n'
+        '  <include ignore_missing="yes">/etc/fonts/fonts.conf</include>\n'
+        f"  <dir>{chinese_font.font_path().parent}</dir>\n</fontconfig>\n")
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS,
+                                             env={**os.environ, "FONTCONFIG_FILE": str(fonts_conf)})
         yield browser
         browser.close()
 
