@@ -9,14 +9,14 @@
 ``step()`` 直接使用此刻 ``.grad`` 里的值；如果中间没有清零 ``.grad``，每次更新
 依据的就是以往所有梯度的总和，而不是当前这一次的梯度。
 
-本教程用最小的例子演示这个机制：一个只有两个元素的张量，加上一个梯度事先就能
-算出来的损失。打印出来的每一行都可以用笔算核对。
+本教程用一个小得不能再小的例子演示这个机制：一个由两个数组成的张量，以及一个
+梯度事先已知的损失。打印出来的每一行都可以手算核对。
 
 .. note::
-   相关教程：累积对真实拟合过程的影响见 :ref:`linear_regression_without_zero_grad`，
-   对图像分类器训练的影响见 :ref:`zeroing_out_gradients`；有意地做梯度累积见
-   :ref:`gradient_accumulation`；``zero_grad()`` 在循环中应该放在哪里见
-   :ref:`zero_grad_pitfalls`。
+   相关教程：累积对真实拟合的影响见《:ref:`linear_regression_without_zero_grad`》，
+   对训练出的分类器的影响见《:ref:`zeroing_out_gradients`》；怎样有意地累积梯度见
+   《:ref:`gradient_accumulation`》；``zero_grad()`` 在循环中应该放在哪里见
+   《:ref:`zero_grad_pitfalls`》。
 """
 
 # %%
@@ -24,7 +24,7 @@
 # --------
 #
 # 只需要 PyTorch 和 matplotlib。这里没有任何随机因素，运算也很简单，所以在 CPU 和
-# GPU 上得到的数字完全相同。
+# GPU 上得到的数字一样。
 
 # 图中的标签是中文。如果显示成方框，说明 matplotlib 没找到中文字体：请安装一种（如 Noto Sans CJK SC），
 # 再在画图前加上 plt.rcParams["font.family"] = ["DejaVu Sans", "Noto Sans CJK SC"]。
@@ -33,7 +33,7 @@ import torch
 
 device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 print(f"Using device: {device}")
-torch.manual_seed(0)  # 下面没有随机数，只是和本站其他教程保持一致
+torch.manual_seed(0)  # 下面没有随机数；和本站每篇教程一样设置随机种子
 
 # %%
 # 叶子张量和它的第一个梯度
@@ -57,8 +57,8 @@ loss.backward()
 print(f"x.grad after first backward: {x.grad}")
 
 # %%
-# 优化器的一个更新步
-# ------------------
+# 执行一个更新步
+# --------------
 #
 # 普通的 SGD 让每个元素沿梯度的反方向移动：``x = x - lr * x.grad``。学习率为
 # 0.001、梯度为 100 时，两个元素都减小 0.1。
@@ -84,12 +84,12 @@ print(f"x.grad after second backward, not zeroed: {x.grad}")
 # 移动的距离就是应有距离的两倍；像这样做十次反向传播，就是十倍。训练循环从不清零
 # 梯度时，发生的正是这种情况。
 #
-# 先调用 ``optimizer.zero_grad()``，再做同样的事
-# ----------------------------------------------
+# 先调用 ``optimizer.zero_grad()``，再做同样的反向传播
+# ----------------------------------------------------
 #
-# ``optimizer.zero_grad()`` 会清零交给优化器的每个张量的 ``.grad``。从 PyTorch 2.0
-# 起，它默认的做法是把 ``.grad`` 设为 ``None``，于是下一次 ``backward()`` 从头开始
-# 求和，``.grad`` 里恰好是当前损失的梯度：
+# 对创建优化器时传入的每个张量，``optimizer.zero_grad()`` 都会清零它的 ``.grad``。
+# 从 PyTorch 2.0 起，它默认的做法是把 ``.grad`` 设为 ``None``，于是下一次
+# ``backward()`` 从头开始求和，``.grad`` 里恰好是当前损失的梯度：
 
 optimizer.zero_grad()
 print(f"x.grad after optimizer.zero_grad(): {x.grad}")
@@ -114,8 +114,9 @@ print(f"x.grad after zero_grad(set_to_none=False): {x.grad}")
 # * 设为 ``None`` 会释放梯度占用的内存，直到下一次反向传播才重新分配；而且那次反向
 #   传播直接写入结果，不必再加到一个全零张量上。
 # * 优化器会跳过 ``.grad`` 为 ``None`` 的参数，却会照常更新 ``.grad`` 为零的参数。
-#   对普通的 SGD 来说，零梯度不会让参数移动；但如果用了权重衰减、动量里还留着之前
-#   各步的速度，或者用的是 Adam，参数仍然会移动（见 :ref:`zero_grad_pitfalls`）。
+#   对普通的 SGD 来说，零梯度不会让参数移动；但如果用了权重衰减、之前的更新步还
+#   留有动量，或者用的是 Adam，零梯度仍然会让参数移动（《:ref:`zero_grad_pitfalls`》
+#   演示了这一点）。
 # * 在 ``zero_grad()`` 之后读取 ``.grad`` 的代码（比如记录梯度范数的代码）必须能
 #   处理 ``None``。
 #
@@ -139,7 +140,7 @@ except RuntimeError as error:
 # 错误信息的后半部分建议使用 ``retain_graph=True``，它让计算图在反向传播之后继续
 # 保留。需要反向传播两次，最常见的原因是同一次前向传播算出了两个损失。下面的
 # ``first`` 和 ``second`` 都用到 ``y = 100 * x``：``first = y.sum()`` 对 ``x`` 每个
-# 元素的梯度是 100，``second = (y / 2).sum()`` 的是 50。``backward_both`` 要么先后
+# 元素的梯度是 100，``second = (y / 2).sum()`` 的梯度是 50。``backward_both`` 要么先后
 # 对两个损失各做一次反向传播（第一次保留计算图，留给第二次用），要么对两者之和只做
 # 一次；同时用 ``y`` 上的钩子（hook）统计梯度有几次经过两者共用的那部分计算图。
 
@@ -173,8 +174,8 @@ print(f"backward passes through y, summed: {passes}")
 # 为第二次调用一直留着。只有计算图必须在一次反向传播之后继续存在时，才需要
 # ``retain_graph=True``：要在相加之前分别拿到每个损失的梯度（分别记录、比较或裁剪），
 # 或者要对同一张计算图多次调用 ``torch.autograd.grad``，例如一次求雅可比矩阵的一行。
-# 为求梯度的梯度而传入的 ``create_graph=True`` 会为反向传播本身再建一张计算图，它
-# 同样会保留原来的计算图：``retain_graph`` 的默认值就取 ``create_graph`` 的值。
+# ``create_graph=True`` 会为反向传播本身再建一张计算图，用来求梯度的梯度；它同样会
+# 保留原来的计算图，因为 ``retain_graph`` 的默认值就取 ``create_graph`` 的值。
 #
 # 多次迭代中的 ``.grad``
 # ----------------------
@@ -228,11 +229,11 @@ plt.show()
 # * ``optimizer.step()`` 直接使用 ``.grad`` 里的值，不管里面累积了多少。
 # * ``optimizer.zero_grad()`` 把 ``.grad`` 设为 ``None``（传入 ``set_to_none=False``
 #   时则填成零），让下一次反向传播从头开始。
-# * 两个损失共用一张计算图时，对它们的和做反向传播。只有需要分别拿到每个损失的
-#   梯度时才用 ``retain_graph=True``；两种做法的梯度都会在 ``.grad`` 里累积起来。
+# * 两个损失共用一张计算图时，对它们的和做反向传播。``retain_graph=True`` 留给需要
+#   单独拿到每个损失梯度的场合；无论哪种做法，梯度都会在 ``.grad`` 里加起来。
 #
 # 不断累积的梯度会对正在训练的模型造成什么影响，请看
-# :ref:`linear_regression_without_zero_grad`。
+# 《:ref:`linear_regression_without_zero_grad`》。
 
 # sphinx_gallery_thumbnail_number = 1
 

@@ -12,7 +12,7 @@ zero_grad() 该放在哪里，它又不能做什么
 * 优化器并不掌管全部参数时，``model.zero_grad()`` 和 ``optimizer.zero_grad()``
   清零的梯度并不相同，生成器和判别器各用一个优化器就是这种情况；
 * 在默认的 ``set_to_none=True`` 下，优化器会跳过没有得到梯度的参数；而用了动量、
-  权重衰减或 Adam 时，值为零的梯度仍然会让参数移动；
+  权重衰减或 Adam 时，零梯度仍然会让参数移动；
 * ``zero_grad()`` 对推理毫无帮助：要让 autograd 不再为一次不会发生的反向传播
   保存张量，靠的是 ``torch.no_grad()`` 和 ``torch.inference_mode()``；
 * 默认的 ``set_to_none=True`` 比写入零开销更小，这里在 ResNet-18 上实际计时。
@@ -25,13 +25,13 @@ zero_grad() 该放在哪里，它又不能做什么
 # 需要 PyTorch、torchvision（只用到 ResNet-18 的网络结构，不下载任何权重）和
 # matplotlib。有 CUDA GPU 时在 GPU 上运行，否则在 CPU 上运行，整个脚本运行几秒钟。
 #
-# 设定了随机种子，在同一台机器上、使用相同的 PyTorch 版本和线程数，除计时以外的
-# 每个数字每次运行都相同。在 GPU 上得到的数字则不一样：CUDA 有自己的随机数生成器，
+# 设定了随机种子后，只要在同一台机器上、使用相同的 PyTorch 版本和线程数，除计时
+# 以外的每个数字每次运行都相同。在 GPU 上得到的数字则不一样：CUDA 有自己的随机数生成器，
 # 连随机生成的数据都和 CPU 上的不同，GPU 核函数的舍入也不同。在同一块 GPU 上重复
 # 运行，结果通常也一致，但只有 ``torch.use_deterministic_algorithms(True)`` 才会让
-# PyTorch 对每个运算都采用确定性的实现（例如默认情况下，cuDNN 可能为最后那个
-# ResNet-18 的卷积的反向传播选用非确定性的算法）。每一节要说明的结论，在哪种设备上
-# 都成立。
+# PyTorch 对每个运算都采用确定性的实现（举一个例子：默认情况下，对于本教程末尾那个
+# ResNet-18 中卷积的反向传播，cuDNN 可能选用非确定性的算法）。每一节要说明的结论，
+# 在哪种设备上都成立。
 
 import contextlib
 import copy
@@ -79,7 +79,7 @@ def make_regression_model():
 
 
 def train(model, zero_grad_at, steps=50):
-    """用全部数据训练 ``model`` ``steps`` 个更新步，返回最终的损失。"""
+    """用全部数据把 ``model`` 训练 ``steps`` 个更新步，返回最终的损失。"""
     optimizer = optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
     for _ in range(steps):
         if zero_grad_at == "start of the loop":
@@ -116,7 +116,7 @@ print("start of the loop vs after step(), max abs weight difference:",
 # 运行时 ``.grad`` 已经清零；是在上一次迭代的末尾清零，还是在这一次迭代的开头清零，
 # 并没有区别。两种写法都在下一次前向传播之前释放了梯度（默认 ``set_to_none=True``）。
 # 它们唯一的区别在于 ``step()`` 之后、下一次迭代开始之前运行的那些代码，比如加载
-# 下一个批量、在验证集上评估或保存检查点：紧跟在 ``step()`` 之后清零，这些代码运行时
+# 下一个批量、做评估或保存检查点：紧跟在 ``step()`` 之后清零，这些代码运行时
 # 内存里就没有梯度。放在循环开头清零，则能防止循环之前的代码留下的梯度混进第一个
 # 更新步。
 #
@@ -270,10 +270,10 @@ for name, make_optimizer in [("Adam(lr=1e-3)", lambda params: optim.Adam(params,
 #   5 个朝错误的方向移动，余弦相似度降到 0.912。此外，Adam 的滑动平均值也记下了这个
 #   错误的梯度，并把它带进之后的更新步。
 #
-# 无论哪种优化器，这个更新步都不是生成器的损失所要求的那一步。常用的防护措施有两条，
+# 无论哪种优化器，这个更新步都不是生成器的损失所要求的那一步。标准的防护措施有两条，
 # 大多数 GAN 代码两条都用：在判别器的损失里对生成的点调用 ``detach()``（即
 # ``generator(noise).detach()``），这还能省掉穿过生成器的那段反向传播；以及在每个
-# 网络自己的 ``backward()`` 之前清零它的梯度。生成器的 ``backward()`` 同样会在
+# 网络调用自己的 ``backward()`` 之前，先清零它的梯度。生成器的 ``backward()`` 同样会在
 # 判别器里留下梯度，下一次判别器更新步开头的 ``discriminator_optimizer.zero_grad()``
 # 会把它们清零。
 #
@@ -360,9 +360,9 @@ del output
 # 下面用三种方式运行这个四层多层感知机（每层 1024 个单元，批量大小 256）的同一次
 # 前向传播，测量两项指标：
 #
-# * **saved for backward**，即为反向传播保存的数据量：autograd 为反向传播保留的
-#   张量的字节数，用 ``torch.autograd.graph.saved_tensors_hooks`` 统计，每个张量
-#   被保存时它都能看到。参数不计在内（它们本来就存在），同一个张量保存两次只算
+# * **saved for backward**：autograd 为反向传播保留的张量的字节数。它用
+#   ``torch.autograd.graph.saved_tensors_hooks`` 统计，这个钩子能看到每个被保存的
+#   张量。参数不计在内（它们本来就存在），同一个张量保存两次只算
 #   一次。这就是只要输出还在、计算图就一直占用的内存，在任何设备上都能这样测。
 #   在 CUDA 上，表中还会给出前向传播分配内存的峰值
 #   （``torch.cuda.max_memory_allocated``）。
@@ -429,7 +429,7 @@ for name, mode in MODES.items():
 # ``torch.no_grad()`` 和 ``torch.inference_mode()`` 下什么都不保存，每一层的输入
 # 在下一层用完之后就可以释放。耗时则是另一回事：autograd 为八个运算做的记录工作，
 # 与四次大矩阵乘法相比微不足道，所以三种方式的耗时之差不超过计时本身的波动。模型中
-# 零碎的小运算越多，省下的时间才越多。
+# 的小运算越多，省下的时间就越多。
 #
 # 为什么默认是 ``set_to_none=True``
 # ---------------------------------
@@ -442,7 +442,7 @@ for name, mode in MODES.items():
 # 为了在一个规模接近实际的模型上测量，我们用随机权重构建一个 ResNet-18
 # （``weights=None``，因此不下载任何东西），做一次前向传播和反向传播，让每个参数
 # 都有梯度，然后用两种方式为 ``optimizer.zero_grad()`` 计时：用本教程的 SGD；写入零
-# 的那种方式，还用一个以 ``foreach=True`` 创建的 SGD 再测一次（原因见下文）。每次
+# 的那种方式，还用一个以 ``foreach=True`` 创建的 SGD 再测一次（下文解释）。每次
 # 计时的调用都先像反向传播那样把原来的梯度张量放回 ``.grad``，好让
 # ``set_to_none=True`` 每次都有梯度可丢；放回梯度这一步也单独计时。
 
@@ -490,7 +490,7 @@ print(f"set_to_none=False takes {ratio:.1f}x as long as set_to_none=True")
 # 带宽。以 ``foreach=True``（或 ``fused=True``）创建的优化器则不同：它的
 # ``zero_grad()`` 先按设备和数据类型把梯度分组，再对每组调用一次
 # ``torch._foreach_zero_``，在 CUDA 上一次核函数启动就能清零许多张量。在 CPU 上它
-# 没有多大区别，表中的数字就是证明：``_foreach_zero_`` 的 CPU 版本仍然一个张量接一个
+# 没有多大区别，表中的数字也说明了这一点：``_foreach_zero_`` 的 CPU 版本仍然一个张量接一个
 # 张量地清零。注意，默认的 ``foreach=None`` 并不够：在 CUDA 上，``step()`` 这时会
 # 自行选用 foreach 实现，但 ``zero_grad()`` 只看创建优化器时传入的值。无论在哪种
 # 设备上，``set_to_none=True`` 还会交还梯度占用的内存（在 GPU 上是交还给 PyTorch
@@ -506,14 +506,14 @@ print(f"set_to_none=False takes {ratio:.1f}x as long as set_to_none=True")
 # * 在循环开头或紧跟在 ``optimizer.step()`` 之后调用 ``optimizer.zero_grad()``；
 #   千万不要放在 ``loss.backward()`` 和 ``optimizer.step()`` 之间，那样每个更新步
 #   都什么也不做。
-# * ``optimizer.zero_grad()`` 只清零优化器自己的参数。如果有参数不在优化器里，
+# * ``optimizer.zero_grad()`` 只清零优化器自己那些参数的梯度。如果有参数不在优化器里，
 #   或者一张计算图上有好几个优化器，就在每组参数自己的 ``backward()`` 之前清零
 #   它们的梯度，或者对不该让另一个网络看到的张量调用 ``detach()``。
 # * 默认的 ``set_to_none=True`` 开销更小，还让优化器跳过没有得到梯度的参数；
 #   换成零梯度，用了动量、权重衰减或 Adam 时参数仍会移动。
 # * 推理时请用 ``torch.no_grad()`` 或 ``torch.inference_mode()``，因为
 #   ``zero_grad()`` 并不会关掉 autograd。
-# * 有时候我们正是要有意地累积梯度：见 :ref:`gradient_accumulation`。
+# * 有时梯度是有意累积的：见《:ref:`gradient_accumulation`》。
 
 # sphinx_gallery_thumbnail_number = 1
 

@@ -17,8 +17,10 @@
 ``optimizer.zero_grad()`` 在什么情况下作用不同。
 
 .. note::
-   相关教程：《:ref:`gradients_accumulate`》在一个只有两个元素的张量上演示累积的机制，《:ref:`linear_regression_without_zero_grad`》在直线拟合中重现同样的问题，《:ref:`gradient_accumulation`》讲解怎样有意地累积梯度，《:ref:`zero_grad_pitfalls`》说明
-   ``zero_grad()`` 在循环中应该放在哪里。
+   相关教程：《:ref:`gradients_accumulate`》在一个含两个元素的张量上演示累积的
+   机制，《:ref:`linear_regression_without_zero_grad`》在直线拟合中重现同样的问题，
+   《:ref:`gradient_accumulation`》讲解怎样有意地累积梯度，《:ref:`zero_grad_pitfalls`》
+   说明 ``zero_grad()`` 在循环中应该放在哪里。
 """
 
 # %%
@@ -52,7 +54,7 @@ import torch.optim as optim
 import torchvision
 from torchvision.transforms import v2 as transforms
 
-# 测试套件会设置 ZERO_GRAD_SMOKE=1，用随机图像只训练几秒钟。
+# 测试套件会设置 ZERO_GRAD_SMOKE=1，用随机图像训练几秒钟。
 SMOKE_TEST = os.environ.get("ZERO_GRAD_SMOKE") == "1"
 
 device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -85,7 +87,7 @@ def read_image_folder(folder):
     if tuple(found) != CLASSES:
         raise RuntimeError(f"{folder} must hold one folder per CIFAR-10 class, "
                            f"{', '.join(CLASSES)}; found: {', '.join(found) or 'nothing'}")
-    dataset = torchvision.datasets.ImageFolder(folder)  # 只列出文件；标签顺序与 CLASSES 一致
+    dataset = torchvision.datasets.ImageFolder(folder)  # 列出文件；标签顺序与 CLASSES 一致
     images = []
     for path, _ in dataset.samples:
         try:
@@ -169,9 +171,9 @@ initial_weights = copy.deepcopy(Net().state_dict())
 # ``optimizer.zero_grad()`` 这一行就是两者唯一的区别。
 #
 # 循环每一轮打印五行。每行依次是：上次打印以来各小批量的平均损失、``.grad`` 的
-# 大小、动量缓冲区的大小，以及缓冲区是 ``.grad`` 的多少倍。动量缓冲区由 SGD 为
-# 每个参数保存在 ``optimizer.state`` 里，每个更新步都从参数中减去它乘以学习率的
-# 值。这里的「大小」指把所有参数的全部数值合在一起求出的欧几里得范数。
+# 大小、动量缓冲区的大小，以及缓冲区是 ``.grad`` 的多少倍。SGD 在
+# ``optimizer.state`` 里为每个参数保存一个动量缓冲区，每个更新步都从参数中减去
+# 学习率乘以缓冲区。这里的「大小」指把所有参数的全部数值合在一起求出的欧几里得范数。
 # 一旦损失不再是有限的数，循环就报告出错的位置并停止，因为之后已经学不到任何
 # 有用的东西了。``train_from_initial_weights`` 为每次训练新建一个网络，载入保存
 # 的初始权重，并记录训练耗时。
@@ -243,7 +245,7 @@ net, losses_with, time_with = train_from_initial_weights(zero_grad=True)
 
 # %%
 # 平均损失从前 2,500 步的 2.163 降到最后 2,500 步的 1.319。打印出的两个大小
-# 说明了优化器在用什么更新参数。``.grad`` 是当前这个 4 张图像的小批量的梯度，
+# 说明了优化器在用什么更新参数。``.grad`` 是当前小批量（4 张图像）的梯度，
 # 在打印的各步中，它的大小在 3.45 到 10.1 之间。动量缓冲区把以往的梯度加在
 # 一起，每个梯度的系数每过一步乘以 0.9；可缓冲区只是 ``.grad`` 的 1.6 到 4.1 倍，
 # 因为不同小批量的梯度方向各异，相加时会部分抵消。
@@ -252,8 +254,8 @@ net, losses_with, time_with = train_from_initial_weights(zero_grad=True)
 # --------------------
 #
 # 初始权重相同，小批量相同，只少了一行代码。现在 ``.grad`` 再也不会被清零：
-# 第 *t* 步之后，它存的是到目前为止全部 *t* 个小批量的梯度之和。普通的 SGD
-# 每一步减去的是学习率乘以这个和。一个每步都加上最新梯度的和，其实就是速度。
+# 第 *t* 步之后，它存的是到目前为止全部 *t* 个小批量的梯度之和。如果是普通的
+# SGD，每一步会减去学习率乘以这个和。每步都加上最新梯度的和，其实就是速度。
 # 所以单是这一点，就已经把 SGD 变成了没有摩擦的重球动量法：一个在损失曲面上
 # 滚动、永远不会减速的球。《:ref:`linear_regression_without_zero_grad`》在直线
 # 拟合中演示了这一点。用全部数据计算梯度时，参数永远围绕最小值来回摆动，但摆幅
@@ -261,7 +263,7 @@ net, losses_with, time_with = train_from_initial_weights(zero_grad=True)
 # 没有任何东西来衰减，摆幅就越来越大。
 #
 # 这里的优化器还叠加了 0.9 的动量。它的缓冲区等于上一步的缓冲区乘以 0.9，再加上
-# ``.grad``。输入是一个不断增大的和，缓冲区最终约为这个和的
+# ``.grad``。喂给它的是一个不断增大的和，缓冲区最终约为这个和的
 # 1 / (1 − 0.9) = 10 倍，而每个更新步都要减去学习率乘以缓冲区。于是小批量的梯度
 # 被累积了两遍：一遍在 ``.grad`` 里，另一遍在缓冲区里，而缓冲区约是 ``.grad``
 # 的 10 倍。
@@ -273,7 +275,7 @@ net_without, losses_without, time_without = train_from_initial_weights(zero_grad
 # 3.05e+08，而正常训练在同一位置只有 3.57；动量缓冲区又是它的 10.0 倍。这
 # 2,500 步的平均损失是 20978.136，远高于随机猜测的 2.3：这么大的更新步把权重
 # 甩到了网络输出极大、损失也随之极大的地方。到了第 2,792 步，输出大到 32 位
-# 浮点数装不下，损失变成 ``nan``，循环报告出错的位置后停止。最后这一步取决于
+# 浮点数装不下，损失变成 ``nan``，循环报告是哪一步并停止。最后这一点取决于
 # 确切的数值：初始权重只要改动舍入误差那么一点，同样的训练就可能一直跑完两轮，
 # 只是损失极大。
 #
@@ -281,7 +283,7 @@ net_without, losses_without, time_without = train_from_initial_weights(zero_grad
 # ------------
 #
 # 单个小批量的损失波动很大，所以图中画的是连续若干步组成的窗口内的平均损失。
-# 左图用普通刻度画出两次训练的全过程，每个窗口占全部更新步的 1 %，看的是正常
+# 左图用普通刻度画出两次训练的全过程，每个窗口占全部更新步的 1%，看的是正常
 # 训练怎样学习。右图用对数刻度，只画不调用 ``zero_grad()`` 的那次训练持续的
 # 那些步，窗口长度是左图的 1/10。虚线是随机猜测的损失。圆圈标出发散点：在这个
 # 窗口里，不调用 ``zero_grad()`` 的训练的损失第一次达到正常训练的两倍。如果
@@ -327,10 +329,10 @@ if len(diverged) > 0:
                      textcoords="axes fraction", arrowprops={"arrowstyle": "->"})
 if stopped:
     ax_zoom.axvline(len(losses_without), color="C3", linewidth=1.5,
-                    label=f"损失为 {losses_without[-1]}（更新步 {len(losses_without):,}），训练停止")
+                    label=f"损失为 {losses_without[-1]}（第 {len(losses_without):,} 步）：训练停止")
 for ax in (ax_all, ax_zoom):
     ax.axhline(random_guess, color="gray", linestyle="--", linewidth=1, label="随机猜测（ln 10）")
-    ax.set_xlabel("更新步（每步一个含 4 张图像的小批量）")
+    ax.set_xlabel("更新步（每步一个小批量，4 张图像）")
 handles, labels = zip(*[(h, l) for ax in (ax_all, ax_zoom) for h, l in zip(*ax.get_legend_handles_labels())])
 unique = dict(zip(labels, handles))
 fig.legend(unique.values(), unique.keys(), loc="outside lower center", ncols=len(unique))
@@ -338,10 +340,10 @@ fig.suptitle("同一网络调用与不调用 zero_grad() 的训练对比")
 plt.show()
 
 # %%
-# 左图中，正常训练在学习：损失降到随机猜测的 2.3 以下很多，而且还在继续下降；
+# 左图中，正常训练在学习：损失降到远低于随机猜测的 2.3，而且还在继续下降；
 # 不调用 ``zero_grad()`` 的训练则很快冲出了图的上边界。右图是第二次训练持续的
-# 2,792 步。它的损失在第 650 步第一次达到正常训练的两倍，之后几次骤然跳高好几个
-# 数量级，两次跳高之间也在不断攀升，直到在红线处变成 ``nan``。
+# 2,792 步。它的损失在第 650 步第一次达到正常训练的两倍，之后在一次次尖峰中
+# 骤然跳高几个数量级，尖峰之间也在不断攀升，直到在红线处变成 ``nan``。
 #
 # 测试准确率
 # ----------
@@ -379,10 +381,10 @@ for name, losses, test_accuracy, seconds in [
     print(f"{name:<24}{len(losses):>8,}{final_loss(losses):>14.3f}{test_accuracy:>16.1%}{seconds:>10.1f}")
 
 # %%
-# 调用 ``zero_grad()`` 时，网络能把 54.0 % 的测试图像分对，大约一半，与经典
-# 教程训练两轮后的结果相当；一共十个类别，随机猜测的准确率是 10 %。不调用
-# ``zero_grad()`` 训练出的网络，此时权重已经都是 ``nan``，它对每张图像给出的
-# 答案都一样，只对十个类别中的一个是对的：10.0 %。
+# 调用 ``zero_grad()`` 时，网络能把 54.0% 的测试图像分对，大约一半，与经典
+# 教程训练两轮后的结果相当；一共十个类别，随机猜测的准确率是 10%。不调用
+# ``zero_grad()`` 训练出的网络，此时权重已经是 ``nan``，所以它对每张图像给出
+# 同一个答案，而这个答案只对十个类别中的一类是对的：10.0%。
 #
 # 用 ``model.zero_grad()`` 还是 ``optimizer.zero_grad()``？
 # ---------------------------------------------------------
@@ -434,13 +436,13 @@ print("frozen all but fc3, after backward():", len(parameters_with_gradient(mode
 # * 每个更新步调用一次 ``optimizer.zero_grad()``，而且要在 ``loss.backward()``
 #   之前（通常放在循环开头）。
 # * 忘了调用它，``.grad`` 就成了过去所有梯度的累积和：SGD 像一个有动量、没有
-#   摩擦的球。再叠加 0.9 的动量，动量缓冲区约是这个和的 10 倍。用小批量训练时，
-#   更新步越来越大，直到损失彻底失控。
+#   摩擦的球；再叠加 0.9 的动量，每一步的幅度又会变成原来的约 10 倍；用小批量
+#   训练时，更新步越来越大，直到损失失控。
 # * 只微调模型的一部分时，用 ``requires_grad_(False)`` 冻结其余部分，免得梯度
 #   在没有优化器清零的地方越积越多。
 #
-# 有时累积梯度恰恰是你想要的，例如想用超出内存容量的批量大小来训练；
-# 《:ref:`gradient_accumulation`》介绍了具体做法。
+# 有时累积梯度恰恰是你想要的，例如想用内存装不下的大批量来训练；
+# 《:ref:`gradient_accumulation`》介绍了怎样有意地这样做。
 
 # sphinx_gallery_thumbnail_number = 1
 
