@@ -10,8 +10,8 @@ NAME = "accumulation_in_practice"
 COMPARISON = re.compile(r"^(.+?): (True|False) \(max abs difference (\S+)\)$", re.M)
 SCHEDULE = re.compile(r"^(scheduler\.step\(\) every (?:update|micro-batch)): peak learning rate at update (\d+), "
                       r"learning rate 0 from update (\d+|never) of (\d+)$", re.M)
-MEMORY = re.compile(r"^(total_loss \+= .+?): peak saved tensors (\d+) KiB, "
-                    r"kept after the window: (\d+) graph nodes, (\d+) KiB$", re.M)
+MEMORY = re.compile(r"^(total_loss \+= .+?): saved tensors (\d+) KiB at the peak, (\d+) KiB after the window; "
+                    r"graph nodes held by total_loss: ([\d, ]+)$", re.M)
 
 
 def comparisons(stdout):
@@ -50,6 +50,15 @@ def test_grad_scaler_scales_until_unscale(recipe_run, lang):
 def test_mixed_precision_gradient_is_close_to_float32_but_not_exact(recipe_run, lang):
     error = number(r"^mixed precision vs float32 gradient: relative error (\S+)$", recipe_run(NAME, lang).stdout)
     assert 0 < error < 0.01
+
+
+@pytest.mark.parametrize("lang", LANGUAGES)
+def test_scaling_changes_no_bit_in_bfloat16(recipe_run, lang):
+    stdout = recipe_run(NAME, lang).stdout
+    same = re.search(r"^same gradient as with a disabled scaler, bit for bit: (True|False)$", stdout, re.M)
+    assert same, stdout
+    if "Autocast dtype: torch.bfloat16" in stdout:
+        assert same[1] == "True"
 
 
 @pytest.mark.parametrize("lang", LANGUAGES)
@@ -130,17 +139,18 @@ def test_last_window_is_scaled_by_what_it_holds(recipe_run, lang):
 @pytest.mark.parametrize("lang", LANGUAGES)
 def test_logging_the_loss_tensor_keeps_the_graph(recipe_run, lang):
     stdout = recipe_run(NAME, lang).stdout
-    runs = {m[1]: tuple(map(int, m.groups()[1:])) for m in MEMORY.finditer(stdout)}
+    runs = {m[1]: (int(m[2]), int(m[3]), [int(n) for n in m[4].split(", ")]) for m in MEMORY.finditer(stdout)}
     assert len(runs) == 4, stdout
     item, detach = runs["total_loss += loss.item()"], runs["total_loss += loss.detach()"]
     tensor, backward_once = runs["total_loss += loss"], runs["total_loss += loss, one backward() on the sum"]
-    for peak, nodes, kept in (item, detach):
-        assert peak > 0 and nodes == 0 and kept == 0
-    # The tensor keeps the graph; backward() had already freed what it saved.
-    assert tensor[1] > 0 and tensor[2] == 0
-    assert tensor[0] == item[0]
+    for peak, kept, nodes in (item, detach):
+        assert peak > 0 and kept == 0 and set(nodes) == {0}
+    # The tensor holds more graph nodes after every micro-batch; backward() had freed what they saved.
+    peak, kept, nodes = tensor
+    assert len(nodes) > 1 and all(a < b for a, b in zip(nodes, nodes[1:])) and nodes[0] > 0, nodes
+    assert kept == 0 and peak == item[0]
     # One backward on the sum holds every micro-batch's saved tensors at once.
-    assert backward_once[0] > 2 * item[0]
+    assert backward_once[0] > 2 * item[0] and backward_once[1] == 0
 
 
 @pytest.mark.parametrize("lang", LANGUAGES)

@@ -21,7 +21,7 @@ where accumulation goes wrong in practice:
   wrong gradient when sequences have different lengths;
 * the last window of an epoch often holds fewer than ``k`` micro-batches, and
   dividing its losses by ``k`` shrinks its update;
-* ``total_loss += loss`` keeps every micro-batch's graph alive.
+* ``total_loss += loss`` keeps every micro-batch's graph nodes alive.
 
 This recipe builds one training loop for a small next-token model, one piece
 at a time, and measures each wrong variant next to the right one. The last
@@ -198,7 +198,9 @@ def mean_loss_over_k(micro_batch):
 # divides the gradients by the same factor before the optimizer uses them.
 # ``bfloat16`` keeps the exponent range of ``float32`` and needs no scaling;
 # on a CPU the scaler is still enabled here (``GradScaler("cpu")`` is a
-# working scaler, not a no-op), so that both devices run the same code.
+# working scaler, not a no-op), so that both devices run the same code. The
+# cell also computes the gradient once with a disabled scaler, to see what the
+# scaling changed.
 #
 # With accumulation, the work splits in two:
 #
@@ -224,6 +226,9 @@ def scaled_backward(model, scaler, micro_batch):
 
 accumulate(model, window, mean_loss_over_k)
 float32_gradient = flat_gradient(model)
+for micro_batch in window:
+    scaled_backward(model, torch.amp.GradScaler(device.type, enabled=False), micro_batch)
+unscaled_mixed_precision_gradient = flat_gradient(model)
 
 optimizer = optim.AdamW(model.parameters(), lr=PEAK_LR)
 scaler = torch.amp.GradScaler(device.type)
@@ -236,6 +241,8 @@ mixed_precision_gradient = current_gradient(model)
 print(f"gradient norm after unscale_: {mixed_precision_gradient.norm():.4f}")
 print(f"mixed precision vs float32 gradient: relative error "
       f"{relative_error(mixed_precision_gradient, float32_gradient):.1e}")
+print(f"same gradient as with a disabled scaler, bit for bit: "
+      f"{torch.equal(mixed_precision_gradient, unscaled_mixed_precision_gradient)}")
 nn.utils.clip_grad_norm_(model.parameters(), MAX_NORM)
 scaler.step(optimizer)
 scaler.update()
@@ -247,6 +254,13 @@ optimizer.zero_grad()
 # precision: a relative error well under one percent on the machine that built
 # this page, but not rounding at the level of ``float32``. That is why the
 # exact comparisons below run in ``float32``.
+#
+# In ``bfloat16`` the scaling changed nothing: multiplying by a power of two,
+# and dividing by it again, is exact in floating point unless a number
+# overflows or becomes too small to represent, and with the range of
+# ``bfloat16`` neither happened here. On a CPU the last line above says
+# ``True``. In ``float16``, on a GPU, the smallest gradients can round to zero
+# without the scale, and the two gradients can differ.
 #
 # The wrong order: unscaling every micro-batch
 # --------------------------------------------
@@ -332,7 +346,7 @@ optimizer.zero_grad()
 #
 # A schedule with warm-up is written in optimizer steps: here the learning
 # rate rises linearly over the first ``WARMUP_STEPS`` updates, then falls
-# linearly to zero at the last update of training. ``LambdaLR`` counts calls to
+# linearly, reaching zero just after the last update of training. ``LambdaLR`` counts calls to
 # ``scheduler.step()``, so it must be called once per update, next to
 # ``optimizer.step()``. Called once per micro-batch, it counts micro-batches,
 # and the whole schedule runs ``k`` times too fast.
@@ -431,11 +445,11 @@ plt.show()
 # window, counted before its first backward pass. The micro-batch losses then
 # add up to exactly the token mean of the effective batch.
 #
-# In October 2024 this mistake was found in a widely used training library,
-# the ``Trainer`` of Hugging Face ``transformers``: runs with gradient
-# accumulation did not reach the losses of the same runs without it. The fix
-# passes the number of real tokens of the whole effective batch to the loss
-# (`their write-up <https://huggingface.co/blog/gradient_accumulation>`_).
+# In October 2024, Hugging Face described this mistake in the ``Trainer`` of
+# their ``transformers`` library, a widely used one: the losses of runs with
+# gradient accumulation did not match those of the same runs without it. Their
+# fix passes the number of real tokens of the whole effective batch to the
+# loss (`their write-up <https://huggingface.co/blog/gradient_accumulation>`_).
 #
 # The reference is the full batch: the 32 sequences of the window padded into
 # one batch, one forward and backward pass of the token mean.
@@ -509,22 +523,22 @@ compare("last window, token sum / window tokens == full batch", flat_gradient(mo
 #
 # A loop usually adds up the loss to print it. ``total_loss += loss`` adds the
 # tensor, with its ``grad_fn``: ``total_loss`` then refers to the graph of
-# every micro-batch added so far. ``backward()`` has already freed the tensors
-# those graphs saved, so what stays alive is autograd's record of the
-# operations, growing with every micro-batch until ``total_loss`` goes away.
-# ``total_loss += loss.item()`` adds a Python number, but on a GPU ``.item()``
-# waits for the GPU to finish at every micro-batch; ``loss.detach()`` keeps a
-# tensor on the device without the graph, and the loop below uses it.
+# every micro-batch added so far, and keeps its nodes alive for as long as it
+# lives. ``total_loss += loss.item()`` adds a Python number, but on a GPU
+# ``.item()`` waits for the GPU to finish at every micro-batch;
+# ``loss.detach()`` keeps a tensor on the device without the graph, and the
+# complete loop at the end of this page uses it. A fourth loop adds up the
+# tensors too, but calls ``backward()`` once, on the sum, at the end of the
+# window.
 #
-# The same line does cost the memory accumulation was meant to save when the
-# loop calls ``backward()`` once on the sum instead of once per micro-batch:
-# then every micro-batch's saved tensors stay alive until the end of the window.
-#
-# ``SavedTensorMeter`` measures this with
+# ``log_losses`` runs one window with each of these loops and measures two
+# things. ``SavedTensorMeter`` uses
 # ``torch.autograd.graph.saved_tensors_hooks``: it sees every tensor autograd
 # saves for the backward pass, and counts the bytes of those still alive (the
-# parameters themselves aside). It counts tensors, not what the memory
-# allocator reports, so it works the same way on a CPU and on a GPU.
+# parameters themselves aside), at their peak and after the window. It counts
+# tensors, not what the memory allocator reports, so it works the same way on
+# a CPU and on a GPU. ``graph_nodes`` counts the autograd graph nodes that
+# ``total_loss`` refers to, after each micro-batch.
 
 
 class SavedTensor:
@@ -562,7 +576,7 @@ class SavedTensorMeter:
 
 
 def graph_nodes(total):
-    """How many autograd graph nodes ``total`` keeps alive."""
+    """How many autograd graph nodes ``total`` refers to, through its ``grad_fn``."""
     seen, stack = set(), [total.grad_fn] if isinstance(total, torch.Tensor) else []
     while stack:
         node = stack.pop()
@@ -575,7 +589,7 @@ def graph_nodes(total):
 def log_losses(description, kept, backward_once=False):
     """Run one window in float32, adding kept(loss) to total_loss; report what stays alive."""
     meter = SavedTensorMeter(model)
-    total_loss = 0.0
+    total_loss, nodes_held = 0.0, []
     with torch.autograd.graph.saved_tensors_hooks(meter.pack, meter.unpack):
         for micro_batch in window:
             loss = token_loss(model, micro_batch, "mean") / K
@@ -583,11 +597,13 @@ def log_losses(description, kept, backward_once=False):
             if not backward_once:
                 loss.backward()
             total_loss += kept(loss)
+            nodes_held.append(graph_nodes(total_loss))
         if backward_once:
             total_loss.backward()
     model.zero_grad()
-    print(f"{description}: peak saved tensors {meter.peak_bytes / 1024:.0f} KiB, "
-          f"kept after the window: {graph_nodes(total_loss)} graph nodes, {meter.bytes_alive() / 1024:.0f} KiB")
+    print(f"{description}: saved tensors {meter.peak_bytes / 1024:.0f} KiB at the peak, "
+          f"{meter.bytes_alive() / 1024:.0f} KiB after the window; "
+          f"graph nodes held by total_loss: {', '.join(map(str, nodes_held))}")
 
 
 log_losses("total_loss += loss.item()", lambda loss: loss.item())
@@ -596,13 +612,15 @@ log_losses("total_loss += loss", lambda loss: loss)
 log_losses("total_loss += loss, one backward() on the sum", lambda loss: loss, backward_once=True)
 
 # %%
-# With a ``backward()`` per micro-batch, keeping the tensor leaves ``total_loss``
-# holding every micro-batch's graph nodes but none of their saved tensors: the
-# cost is small here, but it grows with every micro-batch added, over a whole
-# epoch if the running total lives that long. Summing the losses and calling
-# ``backward()`` once holds the saved tensors of all four micro-batches at the
-# same time, about ``k`` times the peak of the other loops: the memory of the
-# full batch, which is what accumulation was supposed to avoid.
+# With ``.item()`` or ``.detach()``, ``total_loss`` holds no graph. With the
+# tensor and a ``backward()`` per micro-batch, it holds more graph nodes after
+# every micro-batch, and would go on over a whole epoch if the running total
+# lived that long; the saved tensors of those nodes are gone (0 KiB after the
+# window), because each ``backward()`` freed them. What the nodes themselves
+# take up is not measured here. Calling ``backward()`` once on the sum holds
+# the saved tensors of all four micro-batches at the same time, about ``k``
+# times the peak of the other loops: the memory that accumulation was meant to
+# save.
 #
 # Everything together
 # -------------------

@@ -14,8 +14,9 @@ every copy takes the same optimizer step. Add gradient accumulation
 average once per step, after the last micro-batch.
 
 ``model.no_sync()`` turns that all-reduce off for the micro-batches before the
-last one. This recipe runs DDP for real, in two processes on the CPU with the
-``gloo`` backend, and shows:
+last one. This recipe runs DDP for real, in two processes: on the CPU with the
+``gloo`` backend, or on two GPUs with ``nccl`` where the machine has them. It
+shows:
 
 * that with ``no_sync()`` the accumulated gradient is the gradient of the whole
   batch computed in a single process;
@@ -72,9 +73,10 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 # backend; otherwise the workers share the CPU and talk through ``gloo``.
 # The check is ``torch.cuda.device_count()``, not the usual
 # ``torch.cuda.is_available()``: the first asks NVML when it can, which leaves
-# CUDA uninitialised in this process; the second initialises the CUDA driver,
-# which PyTorch's documentation calls "poisoning fork": processes forked after
-# that cannot use CUDA, and this script forks its workers (see below).
+# CUDA uninitialised in this process; the second initialises the CUDA driver
+# and so, in the words of PyTorch's documentation, "poisons fork": processes
+# forked after that cannot use CUDA, and this script forks its workers (see
+# below).
 
 UNDER_TORCHRUN = "LOCAL_RANK" in os.environ
 WORKERS_ON_THIS_MACHINE = int(os.environ.get("LOCAL_WORLD_SIZE", 2))
@@ -190,8 +192,8 @@ ACCUMULATION_LOOPS = {
 # ``default_hooks.allreduce_hook``, the averaging all-reduce that PyTorch
 # documents as giving the same results as DDP without a hook.
 #
-# Buckets hold 25 MiB by default, and the gradients of our whole model (about
-# 150 KB) would fit in one. ``bucket_cap_mb=0.05`` gives it several buckets,
+# Buckets hold up to 25 MiB by default (the first one up to 1 MiB), and the
+# gradients of our whole model (about 150 KB) would fit in one. ``bucket_cap_mb=0.05`` gives it several buckets,
 # as a model with hundreds of millions of parameters has with the default.
 
 BUCKET_CAP_MB = 0.05
@@ -444,12 +446,13 @@ for name in ACCUMULATION_LOOPS:
 # the *forward* pass whether the next backward pass will all-reduce: a forward
 # pass run outside ``no_sync()`` prepares DDP's reducer for it, and switching
 # synchronization off afterwards, around ``backward()``, comes too late. The
-# gradient is still right (above), so nothing warns you; only the time shows.
+# gradient is still right (above), so nothing warns you: without a counting
+# hook like ours, only the time shows.
 #
 # The figure shows the same numbers. The times depend on the machine: on this
-# page they come from the machine that built it, where both workers shared one
+# page they come from the machine that built it, where both workers shared its
 # CPU and talked through ``gloo`` without leaving the machine. Between machines,
-# or with larger models, the all-reduces weigh more.
+# over a network, the all-reduces usually cost more than here.
 
 allreduce_calls = [max(results[name]["all-reduce calls"]) for name in ACCUMULATION_LOOPS]
 step_milliseconds = [median_milliseconds(name) for name in ACCUMULATION_LOOPS]
@@ -490,9 +493,9 @@ compare("FSDP2, set_requires_gradient_sync == full batch", results["FSDP2"], ref
 # * Under DDP, run the forward and the backward pass of the first ``K − 1``
 #   micro-batches inside ``model.no_sync()``; the last one, outside, averages
 #   the accumulated gradients over all workers.
-# * ``no_sync()`` around ``backward()`` alone does nothing: DDP decided to
-#   all-reduce during the forward pass. The gradients are right, the
-#   communication is ``K`` times what it needs to be.
+# * ``no_sync()`` around ``backward()`` alone does not stop the all-reduce:
+#   DDP decided to all-reduce during the forward pass. The gradients are
+#   right, the communication is ``K`` times what it needs to be.
 # * FSDP2's equivalent is ``model.set_requires_gradient_sync(False)``.
 # * ``torchrun --nproc_per_node=N`` runs this very script as ``N`` workers.
 # * :ref:`accumulation_in_practice` puts accumulation into a real training

@@ -17,7 +17,7 @@
 * 序列长短不一时，把每个微批量按词元取平均的损失除以 ``k``，得到的梯度是错的；
 * 一轮（epoch）的最后一个窗口往往不足 ``k`` 个微批量，这时仍把损失除以 ``k``，
   这次更新就会偏小；
-* ``total_loss += loss`` 会让每个微批量的计算图一直存活。
+* ``total_loss += loss`` 会让每个微批量的计算图节点一直存活。
 
 本教程为一个小小的下一词元预测模型搭建一个训练循环，每次加入一个环节，并把
 每种错误写法放在正确写法旁边实测对比。最后一节把各个环节组合起来，完整地训练
@@ -189,7 +189,8 @@ def mean_loss_over_k(micro_batch):
 # 使很小的 ``float16`` 梯度不至于被舍入成零，并在优化器使用梯度之前再除以同一个
 # 因子。``bfloat16`` 的指数范围与 ``float32`` 相同，不需要缩放；不过在 CPU 上，
 # 这里仍然启用了缩放器（``GradScaler("cpu")`` 是一个真正起作用的缩放器，而不是
-# 空操作），好让两种设备运行同一份代码。
+# 空操作），好让两种设备运行同一份代码。这段代码还用一个禁用的缩放器把梯度再算
+# 一遍，看看缩放改变了什么。
 #
 # 有了梯度累积，这些工作就分成两部分：
 #
@@ -215,6 +216,9 @@ def scaled_backward(model, scaler, micro_batch):
 
 accumulate(model, window, mean_loss_over_k)
 float32_gradient = flat_gradient(model)
+for micro_batch in window:
+    scaled_backward(model, torch.amp.GradScaler(device.type, enabled=False), micro_batch)
+unscaled_mixed_precision_gradient = flat_gradient(model)
 
 optimizer = optim.AdamW(model.parameters(), lr=PEAK_LR)
 scaler = torch.amp.GradScaler(device.type)
@@ -227,6 +231,8 @@ mixed_precision_gradient = current_gradient(model)
 print(f"gradient norm after unscale_: {mixed_precision_gradient.norm():.4f}")
 print(f"mixed precision vs float32 gradient: relative error "
       f"{relative_error(mixed_precision_gradient, float32_gradient):.1e}")
+print(f"same gradient as with a disabled scaler, bit for bit: "
+      f"{torch.equal(mixed_precision_gradient, unscaled_mixed_precision_gradient)}")
 nn.utils.clip_grad_norm_(model.parameters(), MAX_NORM)
 scaler.step(optimizer)
 scaler.update()
@@ -237,6 +243,11 @@ optimizer.zero_grad()
 # ``float32`` 下的梯度只差低精度带来的舍入误差：在构建本页面的机器上，相对误差
 # 远小于百分之一，但已不是 ``float32`` 那种量级的舍入误差。所以后面的精确比较
 # 都在 ``float32`` 下进行。
+#
+# 在 ``bfloat16`` 下，缩放没有改变任何东西：乘以 2 的幂、再除回去，在浮点运算中
+# 是精确的，除非某个数上溢，或者小到无法表示；而凭 ``bfloat16`` 的范围，这里
+# 两种情况都没有发生。在 CPU 上，上面最后一行输出的是 ``True``。在 GPU 上用
+# ``float16`` 时，没有缩放，最小的那些梯度可能被舍入成零，两个梯度就可能不同。
 #
 # 错误的顺序：每个微批量都反缩放
 # ------------------------------
@@ -315,7 +326,7 @@ optimizer.zero_grad()
 # ------------------------
 #
 # 带预热的学习率调度是按更新步来写的：这里学习率在前 ``WARMUP_STEPS`` 个更新步
-# 里线性上升，然后线性下降，到训练的最后一个更新步降为零。``LambdaLR`` 数的是
+# 里线性上升，然后线性下降，在训练的最后一个更新步之后恰好降为零。``LambdaLR`` 数的是
 # ``scheduler.step()`` 被调用的次数，所以每次更新必须调用它一次，紧跟在
 # ``optimizer.step()`` 之后。如果每个微批量调用一次，它数的就是微批量，整个调度
 # 的推进速度都成了应有速度的 ``k`` 倍。
@@ -409,9 +420,9 @@ plt.show()
 # 的真实词元数，这个数在窗口的第一次反向传播之前就要数好。这样，各微批量的损失
 # 加起来恰好是等效批量的词元平均损失。
 #
-# 2024 年 10 月，人们在一个广泛使用的训练库里发现了这个错误：Hugging Face
-# ``transformers`` 的 ``Trainer``。同样的训练，开启梯度累积后，损失降不到不开启时
-# 的水平。修复的办法是把整个等效批量的真实词元数传给损失函数（见
+# 2024 年 10 月，Hugging Face 介绍了他们广泛使用的 ``transformers`` 库中
+# ``Trainer`` 的这个错误：同样的训练，开启梯度累积与不开启时，损失对不上。他们的
+# 修复办法是把整个等效批量的真实词元数传给损失函数（见
 # `他们的说明 <https://huggingface.co/blog/gradient_accumulation>`_）。
 #
 # 参考值是整批：把这个窗口的 32 条序列填充成一个批量，对词元平均损失做一次前向
@@ -482,20 +493,19 @@ compare("last window, token sum / window tokens == full batch", flat_gradient(mo
 # ------------------------
 #
 # 训练循环通常会把损失加起来，以便打印。``total_loss += loss`` 加上的是带着
-# ``grad_fn`` 的张量：于是 ``total_loss`` 引用着到目前为止每个微批量的计算图。
-# 这些计算图保存的张量已经被 ``backward()`` 释放了，留下来的是 autograd 对各项
-# 运算的记录，它随每个微批量增长，直到 ``total_loss`` 被丢弃为止。而
-# ``total_loss += loss.item()`` 加上的是一个 Python 数，但在 GPU 上，每个微批量的
-# ``.item()`` 都要等 GPU 算完；``loss.detach()`` 在设备上保留一个张量，但不带
-# 计算图，下面的循环用的就是它。
+# ``grad_fn`` 的张量：于是 ``total_loss`` 引用着到目前为止每个微批量的计算图，
+# 只要它还在，这些计算图的节点就一直存活。``total_loss += loss.item()`` 加上的是
+# 一个 Python 数，但在 GPU 上，每个微批量的 ``.item()`` 都要等 GPU 算完；
+# ``loss.detach()`` 在设备上保留一个张量，但不带计算图，本页最后的完整循环用的
+# 就是它。第四种循环同样把张量加起来，但只在窗口结束时对总和调用一次
+# ``backward()``。
 #
-# 如果循环不是每个微批量调用一次 ``backward()``，而是对总和调用一次，这行代码就
-# 真的会占用梯度累积本想省下的内存：每个微批量保存的张量都要一直存活到窗口结束。
-#
-# ``SavedTensorMeter`` 用 ``torch.autograd.graph.saved_tensors_hooks`` 来测量：
-# 它能看到 autograd 为反向传播保存的每一个张量，并统计其中仍然存活的张量所占的
-# 字节数（参数本身除外）。它数的是张量，而不是内存分配器报告的数字，所以在 CPU
-# 和 GPU 上的做法完全一样。
+# ``log_losses`` 用这几种循环各处理一个窗口，测量两样东西。``SavedTensorMeter``
+# 借助 ``torch.autograd.graph.saved_tensors_hooks``：它能看到 autograd 为反向
+# 传播保存的每一个张量，并统计其中仍然存活的张量所占的字节数（参数本身除外），
+# 包括峰值和窗口结束之后的值。它数的是张量，而不是内存分配器报告的数字，所以在
+# CPU 和 GPU 上的做法完全一样。``graph_nodes`` 在每个微批量之后，数一数
+# ``total_loss`` 引用着多少个 autograd 计算图节点。
 
 
 class SavedTensor:
@@ -533,7 +543,7 @@ class SavedTensorMeter:
 
 
 def graph_nodes(total):
-    """``total`` 让多少个 autograd 计算图节点保持存活。"""
+    """``total`` 通过它的 ``grad_fn`` 引用着多少个 autograd 计算图节点。"""
     seen, stack = set(), [total.grad_fn] if isinstance(total, torch.Tensor) else []
     while stack:
         node = stack.pop()
@@ -546,7 +556,7 @@ def graph_nodes(total):
 def log_losses(description, kept, backward_once=False):
     """在 float32 下处理一个窗口，把 kept(loss) 加到 total_loss 上；报告还有什么保持存活。"""
     meter = SavedTensorMeter(model)
-    total_loss = 0.0
+    total_loss, nodes_held = 0.0, []
     with torch.autograd.graph.saved_tensors_hooks(meter.pack, meter.unpack):
         for micro_batch in window:
             loss = token_loss(model, micro_batch, "mean") / K
@@ -554,11 +564,13 @@ def log_losses(description, kept, backward_once=False):
             if not backward_once:
                 loss.backward()
             total_loss += kept(loss)
+            nodes_held.append(graph_nodes(total_loss))
         if backward_once:
             total_loss.backward()
     model.zero_grad()
-    print(f"{description}: peak saved tensors {meter.peak_bytes / 1024:.0f} KiB, "
-          f"kept after the window: {graph_nodes(total_loss)} graph nodes, {meter.bytes_alive() / 1024:.0f} KiB")
+    print(f"{description}: saved tensors {meter.peak_bytes / 1024:.0f} KiB at the peak, "
+          f"{meter.bytes_alive() / 1024:.0f} KiB after the window; "
+          f"graph nodes held by total_loss: {', '.join(map(str, nodes_held))}")
 
 
 log_losses("total_loss += loss.item()", lambda loss: loss.item())
@@ -567,11 +579,13 @@ log_losses("total_loss += loss", lambda loss: loss)
 log_losses("total_loss += loss, one backward() on the sum", lambda loss: loss, backward_once=True)
 
 # %%
-# 每个微批量都调用 ``backward()`` 时，把张量加起来会让 ``total_loss`` 留住每个
-# 微批量的计算图节点，但留不住它们保存的张量：在这里代价很小，但它随每个加进来
-# 的微批量增长，如果这个累计值存活一整轮，就会一直增长到这一轮结束。把损失加起来
-# 只调用一次 ``backward()``，则会同时留住全部四个微批量保存的张量，峰值大约是
-# 其他循环的 ``k`` 倍：这就是整批所需的内存，正是梯度累积本来要避免的。
+# 用 ``.item()`` 或 ``.detach()`` 时，``total_loss`` 不持有任何计算图。把张量
+# 加起来、每个微批量调用一次 ``backward()`` 时，每过一个微批量，它持有的计算图
+# 节点就更多一些；如果这个累计值存活一整轮，就会一直增加到这一轮结束。这些节点
+# 保存的张量已经没有了（窗口结束后为 0 KiB），因为每次 ``backward()`` 都释放了
+# 它们；节点本身占用多少内存，这里没有测量。对总和只调用一次 ``backward()``，则会
+# 同时留住全部四个微批量保存的张量，峰值大约是其他循环的 ``k`` 倍：这正是梯度
+# 累积本来要省下的内存。
 #
 # 组合起来
 # --------
@@ -670,5 +684,5 @@ plt.show()
 # sphinx_gallery_thumbnail_number = 1
 
 # sphinx_gallery_start_ignore
-# Translates recipes/en/accumulation_in_practice.py, English text ecfca7f83a38209a (make translation-status)
+# Translates recipes/en/accumulation_in_practice.py, English text 54b4deebe65d61df (make translation-status)
 # sphinx_gallery_end_ignore

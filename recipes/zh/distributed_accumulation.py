@@ -12,7 +12,8 @@
 而优化器其实只需要在每个更新步的最后一个微批量之后拿到一次平均值。
 
 ``model.no_sync()`` 可以为最后一个之前的那些微批量关掉这个 all-reduce。本教程
-真正地运行 DDP：两个进程，在 CPU 上，使用 ``gloo`` 后端，并展示：
+真正地运行 DDP：两个进程，在 CPU 上使用 ``gloo`` 后端；如果机器上有两块 GPU，
+则在 GPU 上使用 ``nccl``。本教程展示：
 
 * 用了 ``no_sync()`` 之后，累积得到的梯度就等于在单个进程中对整批数据算出的梯度；
 * 每个更新步调用多少次 all-reduce（用 DDP 的通信钩子来数），以及每个更新步耗时多少；
@@ -177,8 +178,9 @@ ACCUMULATION_LOOPS = {
 # ``default_hooks.allreduce_hook``：按 PyTorch 文档的说法，这个求平均的 all-reduce
 # 与不注册钩子时的 DDP 结果相同。
 #
-# 桶的默认大小是 25 MiB，我们整个模型的梯度（约 150 KB）装一个桶都绰绰有余。设置
-# ``bucket_cap_mb=0.05`` 让它分成几个桶，就像参数上亿的模型在默认设置下那样。
+# 桶的默认上限是 25 MiB（第一个桶为 1 MiB），我们整个模型的梯度（约 150 KB）
+# 装一个桶都绰绰有余。设置 ``bucket_cap_mb=0.05`` 让它分成几个桶，就像参数上亿
+# 的模型在默认设置下那样。
 
 BUCKET_CAP_MB = 0.05
 
@@ -418,11 +420,12 @@ for name in ACCUMULATION_LOOPS:
 # 陷阱写法做 all-reduce 的次数与完全不用 ``no_sync()`` 一样多。DDP 在 **前向传播**
 # 中就决定了下一次反向传播是否做 all-reduce：在 ``no_sync()`` 之外执行的前向传播
 # 会让 DDP 的 reducer 为此做好准备，之后再围着 ``backward()`` 关掉同步已经太晚了。
-# 梯度依然正确（见上文），所以不会有任何提示，只有耗时能看出问题。
+# 梯度依然正确（见上文），所以不会有任何提示：没有我们这样的计数钩子，就只有
+# 耗时能看出问题。
 #
 # 下图画的是同样的数字。耗时取决于机器：本页的数字来自构建它的那台机器，两个工作
-# 进程共用一个 CPU，通过 ``gloo`` 通信，数据不出这台机器。跨机器通信，或者模型
-# 更大时，all-reduce 所占的分量会更重。
+# 进程共用这台机器的 CPU，通过 ``gloo`` 通信，数据不出这台机器。跨机器通过网络
+# 通信时，all-reduce 的开销通常比这里更大。
 
 allreduce_calls = [max(results[name]["all-reduce calls"]) for name in ACCUMULATION_LOOPS]
 step_milliseconds = [median_milliseconds(name) for name in ACCUMULATION_LOOPS]
@@ -461,8 +464,8 @@ compare("FSDP2, set_requires_gradient_sync == full batch", results["FSDP2"], ref
 # * 在 DDP 下，把前 ``K − 1`` 个微批量的前向传播和反向传播都放进
 #   ``model.no_sync()``；最后一个微批量放在外面，由它把累积好的梯度在所有工作
 #   进程之间取平均。
-# * 只把 ``backward()`` 放进 ``no_sync()`` 不起作用：DDP 在前向传播中就已经决定
-#   要做 all-reduce。梯度是对的，通信量却是所需的 ``K`` 倍。
+# * 只把 ``backward()`` 放进 ``no_sync()``，挡不住 all-reduce：DDP 在前向传播中
+#   就已经决定要做 all-reduce。梯度是对的，通信量却是所需的 ``K`` 倍。
 # * FSDP2 中对应的做法是 ``model.set_requires_gradient_sync(False)``。
 # * ``torchrun --nproc_per_node=N`` 会把这个脚本本身作为 ``N`` 个工作进程运行。
 # * :ref:`accumulation_in_practice` 把梯度累积放进一个真正的训练循环，而
@@ -471,5 +474,5 @@ compare("FSDP2, set_requires_gradient_sync == full batch", results["FSDP2"], ref
 # sphinx_gallery_thumbnail_number = 1
 
 # sphinx_gallery_start_ignore
-# Translates recipes/en/distributed_accumulation.py, English text 3c45a91c860895c1 (make translation-status)
+# Translates recipes/en/distributed_accumulation.py, English text 4c83a66620aa7b0b (make translation-status)
 # sphinx_gallery_end_ignore
