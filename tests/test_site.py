@@ -489,6 +489,8 @@ FULL_WIDTH_PUNCTUATION = "\u3000-\u303f\uff00-\uffef"
 HAN = "\u4e00-\u9fff"
 BAD_SPACING = re.compile(
     f"[{FULL_WIDTH_PUNCTUATION}][ \t\n]+\\S|\\S[ \t\n]+[{FULL_WIDTH_PUNCTUATION}]|[{HAN}][ \t\n]+[{HAN}]"
+    # and half-width punctuation ending a Chinese phrase
+    f"|[{HAN}][,;:?!](?![^ \t\n{HAN}])"
 )
 PROSE = "article p, article li, article dt, article dd, article td, article th, article h1, article h2, article h3"
 
@@ -534,6 +536,7 @@ def test_gallery_cards_show_plain_text(smoke_site, lang):
 
 def test_the_checks_of_chinese_typography_can_fail():
     assert BAD_SPACING.search("梯度， x") and BAD_SPACING.search("梯度 写入") and BAD_SPACING.search("x ，")
+    assert BAD_SPACING.search("用哪一个? 梯度") and BAD_SPACING.search("梯度,清零")
     assert not BAD_SPACING.search("调用 X 之后，梯度清零。用 GPU 计算")
     snippet = BeautifulSoup("<p>清零，\n<code>x</code> 写入</p>", "html.parser").p
     assert prose_text(snippet) == "清零，\nX 写入"
