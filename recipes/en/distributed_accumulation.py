@@ -193,8 +193,9 @@ ACCUMULATION_LOOPS = {
 # documents as giving the same results as DDP without a hook.
 #
 # Buckets hold up to 25 MiB by default (the first one up to 1 MiB), and the
-# gradients of our whole model (about 150 KB) would fit in one. ``bucket_cap_mb=0.05`` gives it several buckets,
-# as a model with hundreds of millions of parameters has with the default.
+# gradients of our whole model (about 150 KB) would fit in one.
+# ``bucket_cap_mb=0.05`` gives it several buckets, as a model with hundreds of
+# millions of parameters has with the default.
 
 BUCKET_CAP_MB = 0.05
 
