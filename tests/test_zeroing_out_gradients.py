@@ -83,9 +83,9 @@ def test_without_zero_grad_grad_is_a_growing_sum_and_the_buffer_ten_times_it(rec
 
 
 @pytest.mark.parametrize("lang", LANGUAGES)
-def test_marks_the_divergence_point_on_one_figure(recipe_run, lang):
+def test_marks_where_the_loss_doubles_on_one_figure(recipe_run, lang):
     run = recipe_run("zeroing_out_gradients", lang)
-    assert re.search(r"^Divergence point: step [\d,]+", run.stdout, re.M)
+    assert re.search(r"^Twice the normal loss: step [\d,]+", run.stdout, re.M)
     assert len(run.figures) == 1
     assert "missing from font" not in run.stderr, run.stderr
 

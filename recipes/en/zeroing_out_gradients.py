@@ -38,8 +38,12 @@ Then it plots both loss curves, compares their test accuracy and shows when
 # The seed makes the random numbers the same on every run: the initial weights
 # and, below, the order of the mini-batches. On the CPU that makes the whole
 # output apart from the timings repeat exactly, run after run, on the same
-# machine with the same PyTorch version. On a CUDA GPU only the starting point
-# repeats: cuDNN may choose a non-deterministic algorithm for the convolutions'
+# machine with the same PyTorch version and the same number of threads (this
+# page was built with one thread, ``OMP_NUM_THREADS=1``). With another number
+# of threads the sums are added in a different order, and the run without
+# ``zero_grad()`` can take an entirely different course: it need not end in
+# ``nan``, for example. On a CUDA GPU only the starting point and the order of
+# the mini-batches repeat: cuDNN may choose a non-deterministic algorithm for the convolutions'
 # backward pass, whose sums come out slightly different on every run, and by
 # default it computes convolutions in TF32, with fewer mantissa bits than the
 # CPU's float32, on GPUs that have it. The numbers then differ from run to run
@@ -195,7 +199,9 @@ PRINT_EVERY = len(train_labels) // BATCH_SIZE // 5  # five lines per epoch: ever
 
 def size(tensors):
     """Euclidean norm of several tensors taken together as one long vector."""
-    return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(t) for t in tensors])).item()
+    # float64: in float32 the norm of huge but finite gradients can overflow to inf
+    norms = [torch.linalg.vector_norm(t, dtype=torch.float64) for t in tensors]
+    return torch.linalg.vector_norm(torch.stack(norms)).item()
 
 
 def train(model, zero_grad, epochs=2):
@@ -271,12 +277,12 @@ net, losses_with, time_with = train_from_initial_weights(zero_grad=True)
 # mini-batches so far. Plain SGD would subtract the learning rate times that
 # sum in every step. A sum to which every step adds the newest gradient is a
 # velocity, so this alone turns SGD into heavy-ball momentum with no friction:
-# a ball that rolls on the loss surface and is never slowed down.
-# :ref:`linear_regression_without_zero_grad` shows this on a straight line.
-# With gradients on all the data, the parameters swing around the minimum for
-# ever, but the swings stay bounded. With mini-batches, each mini-batch's
-# gradient pulls a little off course, nothing damps those pulls, and the swings
-# grow.
+# a ball that rolls on the loss surface and is never slowed down. On the
+# straight line of :ref:`linear_regression_without_zero_grad`, where the loss
+# is a quadratic bowl, gradients on all the data make the parameters swing
+# around the minimum for ever, but the swings stay bounded. With mini-batches,
+# each mini-batch's gradient pulls a little off course, nothing damps those
+# pulls, and the swings grow.
 #
 # This optimizer also has momentum 0.9 on top. Its buffer is 0.9 times the
 # previous buffer plus ``.grad``. Fed with a sum that keeps growing, the buffer
@@ -295,8 +301,8 @@ net_without, losses_without, time_without = train_from_initial_weights(zero_grad
 # huge. At step 2,792 the outputs no longer fit in a 32-bit float, the loss is
 # ``nan``, and the loop reports the step and stops. That last part is down to
 # the exact numbers: started from initial weights changed by amounts as small
-# as rounding errors, the same run can instead reach the end of both epochs,
-# with a huge loss.
+# as rounding errors, or run with a different number of threads, the same run
+# can instead reach the end of both epochs, with a huge loss.
 #
 # Compare the two runs
 # --------------------
@@ -306,9 +312,8 @@ net_without, losses_without, time_without = train_from_initial_weights(zero_grad
 # ordinary scale, in windows of 1 % of the training steps: the normal run
 # learning. On the right, on a logarithmic scale, the steps the run without
 # ``zero_grad()`` lasted, in windows ten times shorter. The dashed line is the
-# loss of random guessing. The circle marks the divergence point: the first
-# window in which the run without ``zero_grad()`` has twice the loss of the
-# normal run. If that run stopped at a non-finite loss, a red vertical line
+# loss of random guessing. The circle marks the first window in which the run
+# without ``zero_grad()`` has twice the loss of the normal run. If that run stopped at a non-finite loss, a red vertical line
 # marks the step.
 
 
@@ -344,10 +349,10 @@ compared = min(len(smooth_with), len(smooth_without))
 diverged = (smooth_without[:compared] > 2 * smooth_with[:compared]).nonzero()
 if len(diverged) > 0:
     point = (steps_without[diverged[0]].item(), smooth_without[diverged[0]].item())
-    print(f"Divergence point: step {point[0]:,}, where the mean loss of {window} steps without zero_grad() "
+    print(f"Twice the normal loss: step {point[0]:,}, where the mean loss of {window} steps without zero_grad() "
           f"is {point[1]:.2f} against {smooth_with[diverged[0]].item():.2f} with it")
     ax_zoom.plot(*point, "o", color="C1", markersize=9, fillstyle="none")
-    ax_zoom.annotate(f"diverges at step {point[0]:,}", point, xytext=(0.04, 0.8),
+    ax_zoom.annotate(f"twice the normal loss at step {point[0]:,}", point, xytext=(0.04, 0.8),
                      textcoords="axes fraction", arrowprops={"arrowstyle": "->"})
 if stopped:
     ax_zoom.axvline(len(losses_without), color="C3", linewidth=1.5,

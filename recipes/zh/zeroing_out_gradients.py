@@ -31,8 +31,10 @@
 # 时本教程在 GPU 上运行，否则在 CPU 上运行；在 CPU 上大约需要一两分钟。
 #
 # 随机种子让每次运行得到相同的随机数，初始权重和下文小批量的顺序因此都相同。
-# 在 CPU 上，只要机器和 PyTorch 版本不变，除了耗时以外，整个输出每次运行都完全
-# 一样。在 CUDA GPU 上，相同的只有起点。cuDNN 在卷积的反向传播中可能选用非确定性
+# 在 CPU 上，只要机器、PyTorch 版本和线程数不变，除了耗时以外，整个输出每次运行
+# 都完全一样（本页是用一个线程构建的，即 ``OMP_NUM_THREADS=1``）。换一个线程数，
+# 求和的顺序就不同，不调用 ``zero_grad()`` 的训练可能走上完全不同的路，例如不一定
+# 以 ``nan`` 结束。在 CUDA GPU 上，相同的只有起点和小批量的顺序。cuDNN 在卷积的反向传播中可能选用非确定性
 # 的算法，每次运行求和的结果都略有不同；在支持 TF32 的 GPU 上，cuDNN 还默认用
 # TF32 计算卷积，尾数位比 CPU 上的 float32 少。所以 GPU 上的数字每次运行都会
 # 变，和本页的数字也不一样：正常训练只差一点；不调用 ``zero_grad()`` 的训练会把
@@ -184,7 +186,9 @@ PRINT_EVERY = len(train_labels) // BATCH_SIZE // 5  # 每轮打印五行，即�
 
 def size(tensors):
     """把几个张量连成一个长向量，求它的欧几里得范数。"""
-    return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(t) for t in tensors])).item()
+    # 用 float64：在 float32 下，很大但有限的梯度求范数时可能溢出成 inf
+    norms = [torch.linalg.vector_norm(t, dtype=torch.float64) for t in tensors]
+    return torch.linalg.vector_norm(torch.stack(norms)).item()
 
 
 def train(model, zero_grad, epochs=2):
@@ -257,9 +261,9 @@ net, losses_with, time_with = train_from_initial_weights(zero_grad=True)
 # 第 *t* 步之后，它存的是到目前为止全部 *t* 个小批量的梯度之和。如果是普通的
 # SGD，每一步会减去学习率乘以这个和。每步都加上最新梯度的和，其实就是速度。
 # 所以单是这一点，就已经把 SGD 变成了没有摩擦的重球动量法：一个在损失曲面上
-# 滚动、永远不会减速的球。《:ref:`linear_regression_without_zero_grad`》在直线
-# 拟合中演示了这一点。用全部数据计算梯度时，参数永远围绕最小值来回摆动，但摆幅
-# 有界。改用小批量后，每个小批量的梯度都会把参数往偏离的方向拉一下，这些拉力
+# 滚动、永远不会减速的球。在《:ref:`linear_regression_without_zero_grad`》的
+# 直线拟合中，损失曲面是一个二次的碗，用全部数据计算梯度时，参数永远围绕最小值
+# 来回摆动，但摆幅有界。改用小批量后，每个小批量的梯度都会把参数往偏离的方向拉一下，这些拉力
 # 没有任何东西来衰减，摆幅就越来越大。
 #
 # 这里的优化器还叠加了 0.9 的动量。它的缓冲区等于上一步的缓冲区乘以 0.9，再加上
@@ -276,8 +280,8 @@ net_without, losses_without, time_without = train_from_initial_weights(zero_grad
 # 2,500 步的平均损失是 20978.136，远高于随机猜测的 2.3：这么大的更新步把权重
 # 甩到了网络输出极大、损失也随之极大的地方。到了第 2,792 步，输出大到 32 位
 # 浮点数装不下，损失变成 ``nan``，循环报告是哪一步并停止。最后这一点取决于
-# 确切的数值：初始权重只要改动舍入误差那么一点，同样的训练就可能一直跑完两轮，
-# 只是损失极大。
+# 确切的数值：初始权重只要改动舍入误差那么一点，或者换一个线程数来运行，同样的
+# 训练就可能一直跑完两轮，只是损失极大。
 #
 # 比较两次训练
 # ------------
@@ -285,9 +289,8 @@ net_without, losses_without, time_without = train_from_initial_weights(zero_grad
 # 单个小批量的损失波动很大，所以图中画的是连续若干步组成的窗口内的平均损失。
 # 左图用普通刻度画出两次训练的全过程，每个窗口占全部更新步的 1%，看的是正常
 # 训练怎样学习。右图用对数刻度，只画不调用 ``zero_grad()`` 的那次训练持续的
-# 那些步，窗口长度是左图的 1/10。虚线是随机猜测的损失。圆圈标出发散点：在这个
-# 窗口里，不调用 ``zero_grad()`` 的训练的损失第一次达到正常训练的两倍。如果
-# 这次训练因损失不再有限而停止，红色竖线标出停止的那一步。
+# 那些步，窗口长度是左图的 1/10。虚线是随机猜测的损失。圆圈标出的窗口，是不调用
+# ``zero_grad()`` 的训练的损失第一次达到正常训练两倍的地方。如果这次训练因损失不再有限而停止，红色竖线标出停止的那一步。
 
 
 def smooth(losses, window):
@@ -322,10 +325,10 @@ compared = min(len(smooth_with), len(smooth_without))
 diverged = (smooth_without[:compared] > 2 * smooth_with[:compared]).nonzero()
 if len(diverged) > 0:
     point = (steps_without[diverged[0]].item(), smooth_without[diverged[0]].item())
-    print(f"Divergence point: step {point[0]:,}, where the mean loss of {window} steps without zero_grad() "
+    print(f"Twice the normal loss: step {point[0]:,}, where the mean loss of {window} steps without zero_grad() "
           f"is {point[1]:.2f} against {smooth_with[diverged[0]].item():.2f} with it")
     ax_zoom.plot(*point, "o", color="C1", markersize=9, fillstyle="none")
-    ax_zoom.annotate(f"发散点：更新步 {point[0]:,}", point, xytext=(0.04, 0.8),
+    ax_zoom.annotate(f"损失达到正常训练的两倍：更新步 {point[0]:,}", point, xytext=(0.04, 0.8),
                      textcoords="axes fraction", arrowprops={"arrowstyle": "->"})
 if stopped:
     ax_zoom.axvline(len(losses_without), color="C3", linewidth=1.5,
@@ -447,5 +450,5 @@ print("frozen all but fc3, after backward():", len(parameters_with_gradient(mode
 # sphinx_gallery_thumbnail_number = 1
 
 # sphinx_gallery_start_ignore
-# Translates recipes/en/zeroing_out_gradients.py, English text 719710eea117c197 (make translation-status)
+# Translates recipes/en/zeroing_out_gradients.py, English text 082b4c4d17e2c2e9 (make translation-status)
 # sphinx_gallery_end_ignore
