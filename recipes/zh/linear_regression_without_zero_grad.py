@@ -276,7 +276,7 @@ last = train_with_momentum(momentum=0.9)[-100:]
 print(f"momentum 0.9, zeroed: loss over the last 100: {min(last):.4f} to {max(last):.4f}")
 
 # %%
-# 损失最高达到 91.6，两条曲线相差不超过 2.44e-04。这点差别来自浮点舍入：手写的
+# 损失最高达到 91.7，两条曲线相差不超过 2.44e-04。这点差别来自浮点舍入：手写的
 # 更新和 ``optimizer.step()`` 算的是同一个量，但走的是不同的代码，舍入
 # 可能不同，摆动又把这些差别一路带了下去。差别有多大取决于 CPU 的向量指令：
 # 设置环境变量 ``ATEN_CPU_CAPABILITY=default``，让 PyTorch 只用普通指令，
@@ -320,17 +320,17 @@ plt.show()
 
 # %%
 # 用全部 20 个点时，摆幅有界：每段的最大损失都在 91.49 到 91.69 之间，
-# 比初始损失 83.8424 略高，运行多久都是如此。用小批量时，没有任何东西约束摆动，
-# 摆幅越来越大：每段的最大损失从 980.1 升到 2.854e+05，图中也能看到摆动
-# 一轮比一轮剧烈。清零时，同样的小批量让损失在最后 100 次迭代中降到 0.8237 到
-# 0.9781 之间。每个梯度只来自 4 个点，所以比用全部 20 个点时波动大，但已经稳定
+# 比初始损失 83.8424 高出约 9%，运行多久都是如此。用小批量时，没有任何东西约束
+# 摆动，摆幅越来越大：每段的最大损失从第一段的 980.1 变为最后一段的
+# 2.854e+05，图中也能看到摆动一轮比一轮剧烈。清零时，同样的小批量让损失在最后
+# 100 次迭代中降到 0.8237 到 0.9781 之间。每个梯度只来自 4 个点，所以比用全部 20 个点时波动大，但已经稳定
 # 在最小值附近。
 #
 # 实际的训练循环用的是小批量，所以实践中遇到的正是这种情况。
 # 《:ref:`zeroing_out_gradients`》展示了它对图像分类器的影响：那里每个小批量
 # 4 张图像，还叠加了 0.9 的动量。
 #
-# 用通常的写法完成同样的拟合
+# 用通常的写法完成同类的拟合
 # ----------------------------
 #
 # 实际工作中没有人手写更新：``nn.Linear(1, 1)`` 保存 ``w`` 和 ``b``，名字
@@ -347,7 +347,7 @@ y = torch.tensor([[2.0], [4.0], [6.0], [8.0]])
 
 
 def fit_line(zero_grad, iterations):
-    """在 ``x``、``y`` 上训练 ``nn.Linear(1, 1)``，返回模型和最后一次的损失。"""
+    """在 ``x``、``y`` 上训练 ``nn.Linear(1, 1)``，返回模型和最终的损失。"""
     torch.manual_seed(0)  # 两次运行的初始权重和偏置相同
     model = nn.Linear(1, 1).to(device)
     criterion = nn.MSELoss()
@@ -358,7 +358,8 @@ def fit_line(zero_grad, iterations):
         loss = criterion(model(x), y)
         loss.backward()
         optimizer.step()
-    return model, loss.item()
+    with torch.no_grad():  # 最终权重下的损失，在最后一个更新步之后计算
+        return model, criterion(model(x), y).item()
 
 
 iterations = 2000
@@ -369,8 +370,8 @@ for name, zero_grad in [("with zero_grad()", True), ("without zero_grad()", Fals
 
 # %%
 # 调用 ``zero_grad()`` 时，2,000 次迭代之后权重为 1.9991，偏置为 0.0027，
-# 损失为 1.24e-06，两者与准确答案的差距都在 0.003 以内。不调用时，同样的循环
-# 结束在权重 0.7037、偏置 -1.5219，损失为 25.3：参数和上面的 ``w``、``b``
+# 损失为 1.23e-06，两者与准确答案的差距都在 0.003 以内。不调用时，同样的循环
+# 结束在权重 0.7037、偏置 -1.5219，损失为 24.8：参数和上面的 ``w``、``b``
 # 一样，在答案周围来回摆动，迭代次数只决定了结束时它们恰好摆到哪里。
 #
 # 小结
@@ -386,5 +387,5 @@ for name, zero_grad in [("with zero_grad()", True), ("without zero_grad()", Fals
 # sphinx_gallery_thumbnail_number = 1
 
 # sphinx_gallery_start_ignore
-# Translates recipes/en/linear_regression_without_zero_grad.py, English text 8657c2ca25c6ca21 (make translation-status)
+# Translates recipes/en/linear_regression_without_zero_grad.py, English text 34258d1a5dd093f5 (make translation-status)
 # sphinx_gallery_end_ignore
