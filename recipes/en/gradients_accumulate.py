@@ -123,8 +123,8 @@ print(f"x.grad after zero_grad(set_to_none=False): {x.grad}")
 #   and that pass writes its result instead of adding it to a tensor of zeros.
 # * An optimizer skips a parameter whose ``.grad`` is ``None``, but updates
 #   one whose ``.grad`` is zero. With plain SGD a zero gradient moves nothing;
-#   with weight decay, with momentum left over from earlier steps, or with
-#   Adam, it still moves the parameter (:ref:`zero_grad_pitfalls` shows it).
+#   with weight decay, or with momentum or Adam's running averages left over
+#   from earlier steps, it still moves the parameter (:ref:`zero_grad_pitfalls` shows it).
 # * Code that reads ``.grad`` after ``zero_grad()``, for example to log gradient
 #   norms, must be ready to find ``None``.
 #
@@ -134,7 +134,8 @@ print(f"x.grad after zero_grad(set_to_none=False): {x.grad}")
 # The forward pass records a *computational graph*: which operations made
 # ``loss`` out of ``x``, and the intermediate values their gradients need.
 # ``backward()`` frees those values as it goes, to save memory, so calling it
-# a second time on the same ``loss`` fails:
+# a second time on the same ``loss`` fails as soon as it needs one of them, as
+# it does here:
 
 optimizer.zero_grad()
 loss = (100 * x).sum()

@@ -114,9 +114,9 @@ print(f"x.grad after zero_grad(set_to_none=False): {x.grad}")
 # * 设为 ``None`` 会释放梯度占用的内存，直到下一次反向传播才重新分配；而且那次反向
 #   传播直接写入结果，不必再加到一个全零张量上。
 # * 优化器会跳过 ``.grad`` 为 ``None`` 的参数，却会照常更新 ``.grad`` 为零的参数。
-#   对普通的 SGD 来说，零梯度不会让参数移动；但如果用了权重衰减、之前的更新步还
-#   留有动量，或者用的是 Adam，零梯度仍然会让参数移动（《:ref:`zero_grad_pitfalls`》
-#   演示了这一点）。
+#   对普通的 SGD 来说，零梯度不会让参数移动；但如果用了权重衰减，或者之前的更新步
+#   还留有动量或 Adam 的滑动平均值，零梯度仍然会让参数移动
+#   （《:ref:`zero_grad_pitfalls`》演示了这一点）。
 # * 在 ``zero_grad()`` 之后读取 ``.grad`` 的代码（比如记录梯度范数的代码）必须能
 #   处理 ``None``。
 #
@@ -125,7 +125,8 @@ print(f"x.grad after zero_grad(set_to_none=False): {x.grad}")
 #
 # 前向传播会记录一张 **计算图**：``loss`` 是经过哪些运算从 ``x`` 得到的，以及这些
 # 运算求梯度时需要的中间值。为了节省内存，``backward()`` 会边算边释放这些中间值，
-# 所以对同一个 ``loss`` 第二次调用它就会报错：
+# 所以对同一个 ``loss`` 第二次调用它时，一旦需要用到其中某个值就会报错，这里正是
+# 如此：
 
 optimizer.zero_grad()
 loss = (100 * x).sum()
@@ -238,5 +239,5 @@ plt.show()
 # sphinx_gallery_thumbnail_number = 1
 
 # sphinx_gallery_start_ignore
-# Translates recipes/en/gradients_accumulate.py, English text 563db7f60086c31c (make translation-status)
+# Translates recipes/en/gradients_accumulate.py, English text ff9370e23609869a (make translation-status)
 # sphinx_gallery_end_ignore
