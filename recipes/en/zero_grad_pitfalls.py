@@ -14,8 +14,8 @@ still matter. This recipe runs each case and prints the evidence:
   gradients when the optimizer does not own every parameter, as with the two
   optimizers of a generator and a discriminator;
 * with ``set_to_none=True`` (the default) an optimizer skips a parameter that
-  got no gradient, while a zero gradient still moves it under momentum, weight
-  decay or Adam;
+  got no gradient, while a zero gradient still moves it under weight decay, or
+  under momentum or Adam after earlier steps;
 * ``zero_grad()`` does nothing for inference: ``torch.no_grad()`` and
   ``torch.inference_mode()`` are what stop autograd from keeping tensors for a
   backward pass that never comes;
@@ -37,9 +37,9 @@ still matter. This recipe runs each case and prints the evidence:
 # the made-up data differ from the CPU's, and its kernels round differently.
 # Repeated runs on one GPU usually agree too, but only
 # ``torch.use_deterministic_algorithms(True)`` makes PyTorch use deterministic
-# implementations of every operation (by default, cuDNN may pick a
-# non-deterministic algorithm for the backward pass of the convolutions of the
-# ResNet-18 at the end, for one). What each section shows holds on either
+# implementations where it has them and raise an error where it has none (by
+# default, cuDNN may pick a non-deterministic algorithm for the backward pass
+# of the convolutions of the ResNet-18 at the end, for one). What each section shows holds on either
 # device.
 
 import contextlib
@@ -457,13 +457,18 @@ for name, mode in MODES.items():
     print(f"{name:<24}{saved / MiB:>16.1f} MiB{seconds * 1e3:>15.2f} ms{peak:>14}")
 
 # %%
-# The plain forward pass keeps the input and the output of every ReLU alive
-# for a backward pass that never comes; under ``torch.no_grad()`` and
+# The plain forward pass keeps the input batch and the output of every ReLU
+# alive for a backward pass that never comes: each linear layer saves its input
+# and each ReLU its output, and the output of one ReLU is the input of the next
+# linear layer, so that is five tensors of 1 MiB. Under ``torch.no_grad()`` and
 # ``torch.inference_mode()`` nothing is saved, and each layer's input can be
-# freed as soon as the next layer has used it. The time is another matter:
-# autograd's bookkeeping for eight operations is tiny next to four big matrix
-# products, so the three times differ by no more than timing noise. The time
-# saved grows with the number of small operations.
+# freed as soon as the next layer has used it. The time is another matter, and
+# depends on the hardware. On a CPU (timed here on one thread), where each of
+# the four big matrix products takes milliseconds, autograd's bookkeeping for
+# eight operations is tiny next to them, and the three times differ by no more
+# than timing noise. On a GPU, where the products take microseconds, the
+# bookkeeping can be a visible share. The time saved grows with the number of
+# small operations.
 #
 # Why ``set_to_none=True`` is the default
 # ---------------------------------------
@@ -556,7 +561,7 @@ print(f"set_to_none=False takes {ratio:.1f}x as long as set_to_none=True")
 #   should not see.
 # * ``set_to_none=True``, the default, is cheaper and tells the optimizer to
 #   skip a parameter that got no gradient; zeros would still move it under
-#   momentum, weight decay or Adam.
+#   weight decay, or under momentum or Adam after earlier steps.
 # * For inference use ``torch.no_grad()`` or ``torch.inference_mode()``;
 #   ``zero_grad()`` does not turn autograd off.
 # * Gradients are sometimes accumulated on purpose:

@@ -11,8 +11,8 @@ zero_grad() 该放在哪里，它又不能做什么
   ``loss.backward()`` 和 ``optimizer.step()`` 之间，则会悄无声息地让训练失效；
 * 优化器并不掌管全部参数时，``model.zero_grad()`` 和 ``optimizer.zero_grad()``
   清零的梯度并不相同，生成器和判别器各用一个优化器就是这种情况；
-* 在默认的 ``set_to_none=True`` 下，优化器会跳过没有得到梯度的参数；而用了动量、
-  权重衰减或 Adam 时，零梯度仍然会让参数移动；
+* 在默认的 ``set_to_none=True`` 下，优化器会跳过没有得到梯度的参数；而用了权重
+  衰减，或者用了动量或 Adam 且之前已经有过更新步时，零梯度仍然会让参数移动；
 * ``zero_grad()`` 对推理毫无帮助：要让 autograd 不再为一次不会发生的反向传播
   保存张量，靠的是 ``torch.no_grad()`` 和 ``torch.inference_mode()``；
 * 默认的 ``set_to_none=True`` 比写入零开销更小，这里在 ResNet-18 上实际计时。
@@ -29,7 +29,7 @@ zero_grad() 该放在哪里，它又不能做什么
 # 以外的每个数字每次运行都相同。在 GPU 上得到的数字则不一样：CUDA 有自己的随机数生成器，
 # 连随机生成的数据都和 CPU 上的不同，GPU 核函数的舍入也不同。在同一块 GPU 上重复
 # 运行，结果通常也一致，但只有 ``torch.use_deterministic_algorithms(True)`` 才会让
-# PyTorch 对每个运算都采用确定性的实现（举一个例子：默认情况下，对于本教程末尾那个
+# PyTorch 在有确定性实现的地方采用它，在没有的地方直接报错（举一个例子：默认情况下，对于本教程末尾那个
 # ResNet-18 中卷积的反向传播，cuDNN 可能选用非确定性的算法）。每一节要说明的结论，
 # 在哪种设备上都成立。
 
@@ -425,11 +425,14 @@ for name, mode in MODES.items():
     print(f"{name:<24}{saved / MiB:>16.1f} MiB{seconds * 1e3:>15.2f} ms{peak:>14}")
 
 # %%
-# 普通的前向传播会为一次不会发生的反向传播保存输入和每个 ReLU 的输出；在
-# ``torch.no_grad()`` 和 ``torch.inference_mode()`` 下什么都不保存，每一层的输入
-# 在下一层用完之后就可以释放。耗时则是另一回事：autograd 为八个运算做的记录工作，
-# 与四次大矩阵乘法相比微不足道，所以三种方式的耗时之差不超过计时本身的波动。模型中
-# 的小运算越多，省下的时间就越多。
+# 普通的前向传播会为一次不会发生的反向传播保存输入批量和每个 ReLU 的输出：每个
+# 线性层保存自己的输入，每个 ReLU 保存自己的输出，而一个 ReLU 的输出就是下一个
+# 线性层的输入，所以一共是五个 1 MiB 的张量。在 ``torch.no_grad()`` 和
+# ``torch.inference_mode()`` 下什么都不保存，每一层的输入在下一层用完之后就可以
+# 释放。耗时则是另一回事，它取决于硬件。在 CPU 上（这里用一个线程计时），四次大
+# 矩阵乘法每次都要花几毫秒，autograd 为八个运算做的记录工作与之相比微不足道，三种
+# 方式的耗时之差不超过计时本身的波动。在 GPU 上，矩阵乘法只要几微秒，记录工作就
+# 可能占到看得出的比例。模型中的小运算越多，省下的时间就越多。
 #
 # 为什么默认是 ``set_to_none=True``
 # ---------------------------------
@@ -510,7 +513,8 @@ print(f"set_to_none=False takes {ratio:.1f}x as long as set_to_none=True")
 #   或者一张计算图上有好几个优化器，就在每组参数自己的 ``backward()`` 之前清零
 #   它们的梯度，或者对不该让另一个网络看到的张量调用 ``detach()``。
 # * 默认的 ``set_to_none=True`` 开销更小，还让优化器跳过没有得到梯度的参数；
-#   换成零梯度，用了动量、权重衰减或 Adam 时参数仍会移动。
+#   换成零梯度，用了权重衰减，或者用了动量或 Adam 且之前已经有过更新步时，参数
+#   仍会移动。
 # * 推理时请用 ``torch.no_grad()`` 或 ``torch.inference_mode()``，因为
 #   ``zero_grad()`` 并不会关掉 autograd。
 # * 有时梯度是有意累积的：见《:ref:`gradient_accumulation`》。
@@ -518,5 +522,5 @@ print(f"set_to_none=False takes {ratio:.1f}x as long as set_to_none=True")
 # sphinx_gallery_thumbnail_number = 1
 
 # sphinx_gallery_start_ignore
-# Translates recipes/en/zero_grad_pitfalls.py, English text 8f4a5ffa4aa8da53 (make translation-status)
+# Translates recipes/en/zero_grad_pitfalls.py, English text 5ff0cc18b95a72e8 (make translation-status)
 # sphinx_gallery_end_ignore
