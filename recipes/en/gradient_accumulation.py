@@ -42,8 +42,8 @@ to show that the two loss curves are the same curve.
 # own random number generator, so even the made-up data differ from the CPU's,
 # and its kernels add up in a different order. Repeated runs on one GPU usually
 # agree too, but only ``torch.use_deterministic_algorithms(True)`` makes
-# PyTorch use deterministic implementations of every operation (or raise an
-# error where it has none). What the recipe shows, which gradients match and
+# PyTorch use deterministic implementations where it has them and raise an
+# error where it has none. What the recipe shows, which gradients match and
 # which do not, holds everywhere.
 
 import copy
@@ -227,7 +227,7 @@ print(f"SGD with clip_grad_norm_(max_norm=1.0): clipped {clipped['none']} of 8 u
 # %%
 # "As if the learning rate had been multiplied by ``k``" is exactly true only
 # for SGD without weight decay, with or without momentum: its update is
-# proportional to the gradient, so forgetting the division gives the same
+# linear in the gradients (with momentum, in all the gradients so far), so forgetting the division gives the same
 # weights as running with ``k`` times the learning rate (exactly the same here,
 # because scaling by 4 loses nothing in binary floating point), and weights
 # far from the intended ones.
@@ -236,9 +236,9 @@ print(f"SGD with clip_grad_norm_(max_norm=1.0): clipped {clipped['none']} of 8 u
 #   ``weight_decay * param`` to the gradient, and that term is not multiplied
 #   by ``k``. Without the division the run matches neither of the others: it
 #   is ``k`` times the learning rate with ``weight_decay / k``.
-# * Adam and AdamW divide each gradient by the square root of their running
-#   average of its square, so a gradient ``k`` times larger gives almost the
-#   same update: the weights differ by a few parts in 100,000 of their change,
+# * Adam and AdamW divide their running average of the gradient by the square
+#   root of their running average of its square. Gradients ``k`` times larger
+#   scale both alike, so they give almost the same update: the weights differ by a few parts in 100,000 of their change,
 #   and only because of ``eps``, the small constant added to that square root.
 #   Here forgetting the division changes almost nothing, and multiplying the
 #   learning rate by ``k`` to "compensate" would be the real mistake. AdamW's

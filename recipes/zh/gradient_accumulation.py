@@ -35,8 +35,8 @@
 # 打印的数字都相同；换一种 CPU，最后几位数字可能不同。在 GPU 上得到的数字则不一样：CUDA
 # 有自己的随机数生成器，连随机生成的数据都和 CPU 上的不同，而且 GPU 核函数的求和
 # 顺序也不同。在同一块 GPU 上重复运行，结果通常也一致，但只有
-# ``torch.use_deterministic_algorithms(True)`` 才会让 PyTorch 对每个运算都采用确定性
-# 的实现（没有确定性实现的运算则直接报错）。本教程要说明的结论，即哪些梯度一致、
+# ``torch.use_deterministic_algorithms(True)`` 才会让 PyTorch 在有确定性实现的地方
+# 采用它，在没有的地方直接报错。本教程要说明的结论，即哪些梯度一致、
 # 哪些不一致，在哪种设备上都成立。
 
 import copy
@@ -210,15 +210,16 @@ print(f"SGD with clip_grad_norm_(max_norm=1.0): clipped {clipped['none']} of 8 u
 
 # %%
 # 说忘了除以 ``k``「相当于把学习率乘以 ``k``」，只对不带权重衰减的 SGD（有没有动量
-# 都一样）严格成立：它的更新量与梯度成正比，所以不做除法得到的权重与把学习率乘以
+# 都一样）严格成立：它的更新量是梯度的线性函数（有动量时，是迄今全部梯度的线性
+# 函数），所以不做除法得到的权重与把学习率乘以
 # ``k`` 的那一遍相同（这里是逐位相同，因为在二进制浮点数中乘以或除以 4 不损失任何
 # 精度），而与本该得到的权重相去甚远。
 #
 # * ``optim.SGD``（以及 ``optim.Adam``）的权重衰减是 **耦合** 的：它把
 #   ``weight_decay * param`` 加到梯度上，而这一项不会乘以 ``k``。不做除法时，这一遍
 #   与另外两遍都对不上：它相当于学习率乘以 ``k``、权重衰减除以 ``k``。
-# * Adam 和 AdamW 把每个梯度除以它平方的滑动平均值的平方根，所以梯度变成原来的 ``k`` 倍时，
-#   更新量几乎不变：权重的差别只有变化量的十万分之几，而且完全来自 ``eps``，即加在
+# * Adam 和 AdamW 用梯度的滑动平均值除以梯度平方的滑动平均值的平方根。梯度变成
+#   原来的 ``k`` 倍时，两者按同样的比例变化，所以更新量几乎不变：权重的差别只有变化量的十万分之几，而且完全来自 ``eps``，即加在
 #   那个平方根上的小常数。在这里忘了除以 ``k`` 几乎没有影响，为了「补偿」而把学习率
 #   乘以 ``k``，才是真正的错误。AdamW 的权重衰减直接作用在权重上，不经过梯度，所以
 #   它的含义也不受影响。
@@ -416,5 +417,5 @@ plt.show()
 # sphinx_gallery_thumbnail_number = 1
 
 # sphinx_gallery_start_ignore
-# Translates recipes/en/gradient_accumulation.py, English text 4fcdb01718d9301f (make translation-status)
+# Translates recipes/en/gradient_accumulation.py, English text b4def5da446f6ca0 (make translation-status)
 # sphinx_gallery_end_ignore
