@@ -352,7 +352,7 @@ if len(diverged) > 0:
     print(f"Twice the normal loss: step {point[0]:,}, where the mean loss of {window} steps without zero_grad() "
           f"is {point[1]:.2f} against {smooth_with[diverged[0]].item():.2f} with it")
     ax_zoom.plot(*point, "o", color="C1", markersize=9, fillstyle="none")
-    ax_zoom.annotate(f"twice the normal loss at step {point[0]:,}", point, xytext=(0.04, 0.8),
+    ax_zoom.annotate(f"twice the normal loss\nat step {point[0]:,}", point, xytext=(0.04, 0.8),
                      textcoords="axes fraction", arrowprops={"arrowstyle": "->"})
 if stopped:
     ax_zoom.axvline(len(losses_without), color="C3", linewidth=1.5,

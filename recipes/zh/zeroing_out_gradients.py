@@ -328,7 +328,7 @@ if len(diverged) > 0:
     print(f"Twice the normal loss: step {point[0]:,}, where the mean loss of {window} steps without zero_grad() "
           f"is {point[1]:.2f} against {smooth_with[diverged[0]].item():.2f} with it")
     ax_zoom.plot(*point, "o", color="C1", markersize=9, fillstyle="none")
-    ax_zoom.annotate(f"损失达到正常训练的两倍：更新步 {point[0]:,}", point, xytext=(0.04, 0.8),
+    ax_zoom.annotate(f"损失达到正常训练的两倍：\n更新步 {point[0]:,}", point, xytext=(0.04, 0.8),
                      textcoords="axes fraction", arrowprops={"arrowstyle": "->"})
 if stopped:
     ax_zoom.axvline(len(losses_without), color="C3", linewidth=1.5,
@@ -450,5 +450,5 @@ print("frozen all but fc3, after backward():", len(parameters_with_gradient(mode
 # sphinx_gallery_thumbnail_number = 1
 
 # sphinx_gallery_start_ignore
-# Translates recipes/en/zeroing_out_gradients.py, English text 082b4c4d17e2c2e9 (make translation-status)
+# Translates recipes/en/zeroing_out_gradients.py, English text 6483b000a54319d3 (make translation-status)
 # sphinx_gallery_end_ignore
