@@ -249,15 +249,17 @@ TIMING_CONTENT = gen_rst.TIMING_CONTENT
 
 FULL_WIDTH_PUNCTUATION = "\u3000-\u303f\uff00-\uffef"
 CJK = "\u4e00-\u9fff" + FULL_WIDTH_PUNCTUATION
-CJK_LINE_BREAK = re.compile(
-    f"(?<=[{CJK}])\n(?=[{CJK}])|(?<=[{FULL_WIDTH_PUNCTUATION}])\n|\n(?=[{FULL_WIDTH_PUNCTUATION}])"
-)
 CODE_NODES = (nodes.literal_block, nodes.literal, nodes.raw, nodes.comment)
 
 
 def space_vanishes(left, right):
     """Whether whitespace between text ending in ``left`` and text starting with ``right`` must go."""
     return bool(re.fullmatch(f"[{FULL_WIDTH_PUNCTUATION}].|.[{FULL_WIDTH_PUNCTUATION}]|[{CJK}][{CJK}]", left + right))
+
+
+def drop_vanishing_spaces(text, whitespace=r"\s+"):
+    """``text`` without the runs of ``whitespace`` that ``space_vanishes`` says must go."""
+    return re.sub(rf"(\S){whitespace}(?=(\S))", lambda m: m[1] if space_vanishes(m[1], m[2]) else m[0], text)
 
 
 class JoinChineseText(SphinxPostTransform):
@@ -270,7 +272,7 @@ class JoinChineseText(SphinxPostTransform):
             parent = node.parent
             if isinstance(parent, CODE_NODES):
                 continue
-            text = CJK_LINE_BREAK.sub("", node.astext())
+            text = drop_vanishing_spaces(node.astext(), "\n")  # line breaks of the wrapped source
             index = parent.index(node)
             before = parent[index - 1].astext() if index > 0 else ""
             after = parent[index + 1].astext() if index + 1 < len(parent) else ""
@@ -303,9 +305,8 @@ sanitize_rst = gen_rst._sanitize_rst
 def card_text(rst):
     rst = REF.sub(lambda m: m[1] if m[2] else PAGE_TITLES.get(m[1], m[1]), rst)
     rst = re.sub(r"``(.+?)``|\*\*(.+?)\*\*|\*(.+?)\*", lambda m: next(g for g in m.groups() if g), rst)
-    text = sanitize_rst(rst.replace("\\ ", ""))
-    # The lines of the paragraph were joined with spaces.
-    return re.sub(r"(\S)\s+(?=(\S))", lambda m: m[1] if space_vanishes(m[1], m[2]) else m[0], text)
+    # Sphinx-Gallery joined the lines of the paragraph with spaces.
+    return drop_vanishing_spaces(sanitize_rst(rst.replace("\\ ", "")))
 
 
 gen_rst._sanitize_rst = card_text
