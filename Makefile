@@ -69,15 +69,13 @@ $(VENV)/.installed: requirements.txt
 # to (as root, or with password-less sudo); otherwise say what to install, and
 # `make test` runs everything else.
 chromium:
-	@if [ -x "$(CHROMIUM)" ]; then :; \
+	@if [ -x "$(CHROMIUM)" ]; then exit 0; \
 	elif [ "$$(id -u)" = 0 ]; then sudo=; \
 	elif command -v sudo >/dev/null && sudo -n true 2>/dev/null; then sudo=sudo; \
 	else echo "No $(CHROMIUM), and no permission to install it: the browser checks will not run."; exit 0; fi; \
-	if [ ! -x "$(CHROMIUM)" ]; then \
-	  echo "Installing Debian's chromium package for the browser checks"; \
-	  $$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq --no-install-recommends chromium >/dev/null \
-	    || echo "Could not install chromium: the browser checks will not run."; \
-	fi
+	echo "Installing Debian's chromium package for the browser checks"; \
+	$$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq --no-install-recommends chromium >/dev/null \
+	  || echo "Could not install chromium: the browser checks will not run."
 
 # -- Data --------------------------------------------------------------------
 # The archive is checked and unpacked next to its final place, then renamed, so

@@ -142,10 +142,7 @@ def prepare_recipe_run(gallery_conf, fname, when):
         return
     name = f"{LANG}/{Path(fname).name}"
     if when == "before":
-        if LANG == "zh":
-            chinese_font.use_chinese_font()
-        else:
-            chinese_font.fail_on_missing_glyphs()
+        chinese_font.use_fonts_of(LANG)
         # The page's footer is written right after this run (and kept as long as
         # the recipe is unchanged), so the record describes this very run.
         gen_rst.TIMING_CONTENT = TIMING_CONTENT + execution_record().replace("{", "{{").replace("}", "}}")

@@ -6,6 +6,7 @@ recipe is executed by a new interpreter, the site by `make`.
 
 import fcntl
 import os
+import re
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -34,10 +35,7 @@ script, figure_dir, lang, extensions = sys.argv[1], Path(sys.argv[2]), sys.argv[
 warnings.simplefilter("always", UserWarning)
 sys.path.insert(0, extensions)
 import chinese_font
-if lang == "zh":
-    chinese_font.use_chinese_font()
-else:
-    chinese_font.fail_on_missing_glyphs()
+chinese_font.use_fonts_of(lang)
 sys.path.remove(extensions)
 plt.show = lambda *args, **kwargs: None
 sys.argv = [script]
@@ -79,6 +77,15 @@ def run_script(script, workdir, lang="en", env=None, timeout=600):
     )
     figures = sorted(figure_dir.glob("*.png")) if figure_dir.is_dir() else []
     return ScriptRun(result.returncode, result.stdout, result.stderr, figures)
+
+
+# What the recipes' compare() prints: "<what>: True (max abs difference 1.86e-08)".
+COMPARISON = re.compile(r"^(.+?): (True|False) \(max abs difference (\S+)\)$", re.M)
+
+
+def comparisons(stdout):
+    """Every comparison a recipe printed, as {what: (allclose, max abs difference)}."""
+    return {m[1]: (m[2] == "True", float(m[3])) for m in COMPARISON.finditer(stdout)}
 
 
 @pytest.fixture(scope="session")

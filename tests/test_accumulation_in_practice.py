@@ -4,19 +4,13 @@ import re
 
 import pytest
 
-from conftest import LANGUAGES
+from conftest import LANGUAGES, comparisons
 
 NAME = "accumulation_in_practice"
-COMPARISON = re.compile(r"^(.+?): (True|False) \(max abs difference (\S+)\)$", re.M)
 SCHEDULE = re.compile(r"^(scheduler\.step\(\) every (?:update|micro-batch)): peak learning rate at update (\d+), "
                       r"learning rate 0 from update (\d+|never) of (\d+)$", re.M)
 MEMORY = re.compile(r"^(total_loss \+= .+?): saved tensors (\d+) KiB at the peak, (\d+) KiB after the window; "
                     r"graph nodes held by total_loss: ([\d, ]+)$", re.M)
-
-
-def comparisons(stdout):
-    """Every printed comparison as {description: (allclose, max abs difference)}."""
-    return {m[1]: (m[2] == "True", float(m[3])) for m in COMPARISON.finditer(stdout)}
 
 
 def number(pattern, stdout):

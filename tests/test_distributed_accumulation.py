@@ -18,12 +18,11 @@ from pathlib import Path
 import psutil
 import pytest
 
-from conftest import LANGUAGES, RECIPES, run_script, smoke_env
+from conftest import LANGUAGES, RECIPES, comparisons, run_script, smoke_env
 from test_site import without_timings
 
 NAME = "distributed_accumulation"
 LOOPS = ("sync every micro-batch", "no_sync: forward and backward", "no_sync: backward only")
-COMPARISON = re.compile(r"^(.+?) == full batch: (True|False) \(max abs difference (\S+)\)$", re.M)
 TORCHRUN = Path(sys.executable).with_name("torchrun")
 TIMEOUT = 240  # seconds; a run takes about 10 on a busy 2-core machine
 
@@ -58,11 +57,6 @@ FIRST_FAILURE_EXITS_LAST = FAILING_WORKER.replace(
 ).replace("import runpy, sys", "import runpy, sys, threading, time")
 
 
-def comparisons(stdout):
-    """Every printed gradient check as {what: (allclose, max abs difference)}."""
-    return {m[1]: (m[2] == "True", float(m[3])) for m in COMPARISON.finditer(stdout)}
-
-
 def allreduce_table(stdout):
     """{accumulation loop: (all-reduce calls per step, time per step in ms)} and the bucket count."""
     buckets, k = map(int, re.search(r"^DDP buckets: (\d+), micro-batches per step: K = (\d+)$", stdout, re.M).groups())
@@ -88,7 +82,7 @@ def test_says_where_it_ran(recipe_run, lang):
 @pytest.mark.parametrize("what", LOOPS + ("FSDP2, set_requires_gradient_sync",))
 def test_accumulated_gradient_is_the_full_batch_gradient(recipe_run, lang, what):
     stdout = recipe_run(NAME, lang).stdout
-    same, difference = comparisons(stdout)[what]
+    same, difference = comparisons(stdout)[f"{what} == full batch"]
     assert same is True, stdout
     assert difference < 1e-6, stdout  # rounding: the largest gradient entry is about 0.16
 

@@ -4,15 +4,9 @@ import re
 
 import pytest
 
-from conftest import LANGUAGES
+from conftest import LANGUAGES, comparisons
 
 NAME = "gradient_accumulation"
-COMPARISON = re.compile(r"^(.+?): (True|False) \(max abs difference (\S+)\)$", re.M)
-
-
-def comparisons(stdout):
-    """Every printed comparison as {description: (allclose, max abs difference)}."""
-    return {m[1]: (m[2] == "True", float(m[3])) for m in COMPARISON.finditer(stdout)}
 
 
 @pytest.mark.parametrize("lang", LANGUAGES)

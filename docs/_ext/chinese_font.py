@@ -54,3 +54,11 @@ def use_chinese_font():
         manager.addfont(path)  # also clears matplotlib's font lookup cache
     matplotlib.rcParams["font.family"] = FONT_FAMILY
     fail_on_missing_glyphs()
+
+
+def use_fonts_of(lang):
+    """The figure fonts of a page in ``lang`` ("en" or "zh"): missing glyphs fail in both."""
+    if lang == "zh":
+        use_chinese_font()
+    else:
+        fail_on_missing_glyphs()
