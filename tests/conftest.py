@@ -5,11 +5,12 @@ recipe is executed by a new interpreter, the site by `make`.
 """
 
 import fcntl
+import json
 import os
 import re
 import subprocess
 import sys
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import pytest
@@ -89,15 +90,28 @@ def comparisons(stdout):
 
 
 @pytest.fixture(scope="session")
-def recipe_run(tmp_path_factory):
-    """``recipe_run(name, lang)``: the smoke run of one recipe, run once per session."""
-    runs = {}
+def recipe_run(tmp_path_factory, worker_id, testrun_uid):
+    """``recipe_run(name, lang)``: the smoke run of one recipe, run once per test session.
+
+    The tests of one recipe may run on different xdist workers: the first to
+    ask runs the recipe while the others wait on a lock, then all read the
+    same record from a folder the session's workers share.
+    """
+    own_folder = tmp_path_factory.getbasetemp()
+    shared = (own_folder if worker_id == "master" else own_folder.parent) / f"recipe-runs-{testrun_uid}"
+    shared.mkdir(exist_ok=True)
 
     def run(name, lang):
-        if (name, lang) not in runs:
-            workdir = tmp_path_factory.mktemp(f"{name}-{lang}")
-            runs[name, lang] = run_script(RECIPES / lang / f"{name}.py", workdir, lang).check()
-        return runs[name, lang]
+        record = shared / f"{name}-{lang}.json"
+        with open(shared / f"{name}-{lang}.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if not record.exists():
+                workdir = shared / f"{name}-{lang}"
+                workdir.mkdir()
+                result = run_script(RECIPES / lang / f"{name}.py", workdir, lang)
+                record.write_text(json.dumps({**asdict(result), "figures": [str(f) for f in result.figures]}))
+        fields = json.loads(record.read_text())
+        return ScriptRun(**{**fields, "figures": [Path(f) for f in fields["figures"]]}).check()
 
     return run
 
