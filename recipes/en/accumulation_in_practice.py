@@ -4,25 +4,30 @@
 Gradient accumulation in a real training loop
 =============================================
 
-:ref:`gradient_accumulation` reduced the technique to one rule: divide each
-micro-batch's loss by ``k``, step and clear the gradients every ``k``-th
-micro-batch. Real training loops add mixed precision, gradient clipping, a
-learning-rate schedule and sequences of different lengths, and each of them
-has to be told that one update is now made of ``k`` backward passes. This is
-where accumulation goes wrong in practice:
+.. rubric:: What you will learn
+
+Where accumulation goes wrong in a real training loop, each case measured
+next to the right one:
 
 * ``GradScaler`` raises ``unscale_() has already been called on this
   optimizer`` when ``unscale_`` is called once per micro-batch;
 * clipping inside the micro-batch loop clips a partial sum, not the gradient of
   the update;
 * a scheduler stepped once per micro-batch runs its warm-up ``k`` times too
-  fast;
+  fast, and a step that ``GradScaler`` skips still advances the schedule;
 * dividing each micro-batch's mean loss over its tokens by ``k`` gives the
   wrong gradient when sequences have different lengths;
 * the last window of an epoch often holds fewer than ``k`` micro-batches, and
   dividing its losses by ``k`` shrinks its update;
-* ``total_loss += loss`` keeps every micro-batch's graph nodes alive.
+* ``total_loss += loss`` keeps every micro-batch's graph nodes alive;
+* a checkpoint saved in the middle of a window does not hold the gradients
+  accumulated so far.
 
+:ref:`gradient_accumulation` reduced the technique to one rule: divide each
+micro-batch's loss by ``k``, step and clear the gradients every ``k``-th
+micro-batch. Real training loops add mixed precision, gradient clipping, a
+learning-rate schedule and sequences of different lengths, and each of them
+has to be told that one update is now made of ``k`` backward passes.
 This recipe builds one training loop for a small next-token model, one piece
 at a time, and measures each wrong variant next to the right one. The last
 section puts the pieces together and trains.
@@ -33,18 +38,22 @@ section puts the pieces together and trains.
 # -----
 #
 # Only PyTorch and matplotlib; everything runs in a few seconds. On a CUDA GPU
-# the loop uses mixed precision in ``float16``, the usual choice there; on a
-# CPU it uses ``bfloat16``, which is what CPU autocast uses by default (it also
-# accepts ``float16``). The page prints which one it ran with.
+# the loop uses mixed precision in ``float16``, CUDA autocast's default and
+# the dtype that needs ``GradScaler`` (on GPUs that support ``bfloat16``, that
+# is the common choice, and it needs no scaler); on a CPU it uses
+# ``bfloat16``, which is what CPU autocast uses by default (it also accepts
+# ``float16``). The page prints which one it ran with.
 #
-# With the seed, the script prints the same numbers every time it runs on the
-# same machine with the same PyTorch version and number of threads. The data
-# and the initial weights are made on the CPU, so a GPU starts from the same
-# ones, but its results differ in the digits: it computes in ``float16`` and
-# its kernels add up in a different order, and repeated runs on one GPU are
-# not guaranteed to agree bit for bit.
+# .. note::
+#    With the seed, the script prints the same numbers every time it runs on the
+#    same machine with the same PyTorch version and number of threads. The data
+#    and the initial weights are made on the CPU, so a GPU starts from the same
+#    ones, but its results differ in the digits: it computes in ``float16`` and
+#    its kernels add up in a different order, and repeated runs on one GPU are
+#    not guaranteed to agree bit for bit.
 
 import copy
+import functools
 import warnings
 import weakref
 
@@ -147,14 +156,16 @@ print(f"{len(micro_batches)} micro-batches per epoch, {len(windows)} updates per
 # ``relative_error`` is the norm of a difference as a fraction of the
 # reference's norm. ``mean_loss_over_k`` is the loss of
 # :ref:`gradient_accumulation`: each micro-batch's mean loss divided by ``k``.
+# Every loss function takes the model and the micro-batch as arguments, and
+# anything else it divides by through ``functools.partial``.
 # The comparisons run in ``float32``, without autocast, so that "equal" can
 # mean equal up to rounding.
 
 
 def accumulate(model, window, micro_batch_loss, clip_every_micro_batch_to=None):
-    """Backward of micro_batch_loss(micro_batch) for each micro-batch; the gradients add up in .grad."""
+    """Backward of micro_batch_loss(model, micro_batch) for each micro-batch; the gradients add up in .grad."""
     for micro_batch in window:
-        micro_batch_loss(micro_batch).backward()
+        micro_batch_loss(model, micro_batch).backward()
         if clip_every_micro_batch_to is not None:
             nn.utils.clip_grad_norm_(model.parameters(), clip_every_micro_batch_to)  # clips the sum so far
 
@@ -183,7 +194,7 @@ def relative_error(gradient, reference):
     return ((gradient - reference).norm() / reference.norm()).item()
 
 
-def mean_loss_over_k(micro_batch):
+def mean_loss_over_k(model, micro_batch):
     """The rule of gradient_accumulation: each micro-batch's mean loss, divided by k."""
     return token_loss(model, micro_batch, "mean") / K
 
@@ -327,8 +338,7 @@ print(f"clipped every micro-batch: relative error "
 # ``unscale_``. ``.grad`` then holds the gradient multiplied by the scale, and
 # clipping shrinks it to norm ``MAX_NORM`` in *scaled* units; ``unscale_`` then
 # divides by the scale, and the optimizer receives a gradient whose norm is
-# ``MAX_NORM`` divided by the scale. With SGD, the update shrinks by the same
-# factor.
+# ``MAX_NORM`` divided by the scale.
 
 for micro_batch in window:
     scaled_backward(model, scaler, micro_batch)
@@ -339,6 +349,45 @@ print(f"clipped before unscale_: gradient norm {current_gradient(model).norm():.
 scaler.step(optimizer)
 scaler.update()
 optimizer.zero_grad()
+
+# %%
+# What that does to the update depends on the optimizer. With SGD the step is
+# the learning rate times the gradient, so it shrinks by the same factor, or
+# by more where changes that small are lost in the rounding of the weights.
+# AdamW, the optimizer of this page, divides each element of the gradient by
+# a running average of its size, so a gradient divided by the scale still
+# gives a step of the same order: smaller only because the tiny gradient is
+# now comparable to ``eps``, the constant added to that average. The mistake
+# hardly shows, and goes unnoticed. ``step_length`` takes one step on the
+# window from the current weights, with a new optimizer and scaler, clipped
+# after or before ``unscale_``, and the ratio of the two step lengths is
+# printed for AdamW and for SGD.
+
+
+def step_length(model, make_optimizer, window, clip_before_unscale):
+    """How far one mixed-precision step on ``window`` moves a copy of ``model``."""
+    trial = copy.deepcopy(model)
+    optimizer = make_optimizer(trial.parameters())
+    scaler = torch.amp.GradScaler(device.type)
+    before = nn.utils.parameters_to_vector(trial.parameters()).detach().clone()
+    for micro_batch in window:
+        scaled_backward(trial, scaler, micro_batch)
+    if clip_before_unscale:
+        nn.utils.clip_grad_norm_(trial.parameters(), MAX_NORM)  # wrong: in scaled units
+    scaler.unscale_(optimizer)
+    if not clip_before_unscale:
+        nn.utils.clip_grad_norm_(trial.parameters(), MAX_NORM)
+    scaler.step(optimizer)
+    scaler.update()
+    return (nn.utils.parameters_to_vector(trial.parameters()).detach() - before).norm().item()
+
+
+for name, make_optimizer in [("AdamW", lambda params: optim.AdamW(params, lr=PEAK_LR)),
+                             ("SGD", lambda params: optim.SGD(params, lr=PEAK_LR))]:
+    right = step_length(model, make_optimizer, window, clip_before_unscale=False)
+    wrong = step_length(model, make_optimizer, window, clip_before_unscale=True)
+    print(f"{name}: step length clipped before unscale_ / clipped after: "
+          f"{wrong / right if right else float('nan'):.2e}")
 
 # %%
 # Learning-rate schedule: count optimizer steps
@@ -412,6 +461,45 @@ for name, every_micro_batch in [("scheduler.step() every update", False),
 # PyTorch's only hint is the warning above, given once: at the first
 # micro-batch, ``scheduler.step()`` came before any ``optimizer.step()``. It
 # says nothing about the schedule running too fast.
+#
+# The same warning can come from the right loop, and there it means something
+# else. When ``GradScaler`` finds an ``inf`` or ``nan`` in the gradients,
+# ``scaler.step()`` skips ``optimizer.step()`` and ``scaler.update()`` lowers
+# the scale, but ``scheduler.step()`` still advances the schedule. In
+# ``float16`` that is common in the first updates, while the scale comes down
+# from its initial value to one at which the gradients fit. A skip at the first
+# update gives the warning; later skips pass silently. The schedule is then
+# one update ahead of the weights for each skipped step, which is usually
+# harmless. Below, one gradient element is set to ``inf``, as an overflow in
+# ``float16`` would leave it, in the first update of a new run.
+
+
+def first_update_with_overflow(model, window):
+    """One right update whose gradient overflowed; print what changed and what PyTorch said."""
+    optimizer = optim.AdamW(model.parameters(), lr=PEAK_LR)
+    scheduler = optim.lr_scheduler.LambdaLR(optimizer, warmup_then_decay)
+    scaler = torch.amp.GradScaler(device.type)
+    weights = nn.utils.parameters_to_vector(model.parameters()).detach().clone()
+    scale, learning_rate = scaler.get_scale(), optimizer.param_groups[0]["lr"]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for micro_batch in window:
+            scaled_backward(model, scaler, micro_batch)
+        model[0].weight.grad[0, 0] = float("inf")  # what a float16 overflow leaves in .grad
+        scaler.unscale_(optimizer)
+        nn.utils.clip_grad_norm_(model.parameters(), MAX_NORM)
+        scaler.step(optimizer)  # finds the inf: skips optimizer.step()
+        scaler.update()
+        scheduler.step()  # advances the schedule all the same
+        optimizer.zero_grad()
+    moved = not torch.equal(weights, nn.utils.parameters_to_vector(model.parameters()))
+    print(f"update with an overflow: weights changed: {moved}, scale {scale:.0f} -> {scaler.get_scale():.0f}, "
+          f"learning rate {learning_rate:.4f} -> {optimizer.param_groups[0]['lr']:.4f}")
+    for warning in caught:
+        print(f"  PyTorch warned: {str(warning.message).split('. ')[0]}.")
+
+
+first_update_with_overflow(copy.deepcopy(model), window)
 
 fig, ax = plt.subplots(figsize=(8, 4))
 updates = range(1, TOTAL_STEPS + 1)
@@ -461,14 +549,15 @@ full_batch = flat_gradient(model)
 accumulate(model, window, mean_loss_over_k)
 mean_over_k = flat_gradient(model)
 
-window_tokens = real_tokens(sequences_of(window))  # counted before any backward
 
 
-def token_sum_over_window_tokens(micro_batch):
+def token_sum_over_window_tokens(model, micro_batch, window_tokens):
+    """The micro-batch's token losses, summed, divided by the real tokens of its whole window."""
     return token_loss(model, micro_batch, "sum") / window_tokens
 
 
-accumulate(model, window, token_sum_over_window_tokens)
+window_tokens = real_tokens(sequences_of(window))  # counted before any backward
+accumulate(model, window, functools.partial(token_sum_over_window_tokens, window_tokens=window_tokens))
 token_weighted = flat_gradient(model)
 
 compare("micro-batch mean / k == full batch", mean_over_k, full_batch)
@@ -492,29 +581,32 @@ print(f"token sum / window tokens: relative error {relative_error(token_weighted
 # gradients are added to the first update of the next epoch. A loop that does
 # step at the end of the epoch but still divides by ``k`` gets a gradient that
 # is only 2/4 of what it should be: in general, the number of micro-batches
-# really in the window divided by ``k``. With mean losses the divisor must be
-# ``len(window)``; with the token weighting above it is the number of tokens
-# really in the window, and the short window needs nothing special.
+# really in the window divided by ``k``. With mean losses over micro-batches
+# of equal size, the divisor must be ``len(window)`` (in general, weight each
+# micro-batch by its share of the window's items, as
+# :ref:`gradient_accumulation` does); with the token weighting above it is the
+# number of tokens really in the window, and the short window needs nothing
+# special.
 
 last_window = windows[-1]
 print(f"last window: {len(last_window)} micro-batches, k = {K}")
 
 
-def mean_loss_over_window_length(micro_batch):
-    return token_loss(model, micro_batch, "mean") / len(last_window)
+def mean_loss_over_window_length(model, micro_batch, window_length):
+    return token_loss(model, micro_batch, "mean") / window_length
 
 
 accumulate(model, last_window, mean_loss_over_k)
 divided_by_k = flat_gradient(model)
-accumulate(model, last_window, mean_loss_over_window_length)
+accumulate(model, last_window, functools.partial(mean_loss_over_window_length, window_length=len(last_window)))
 divided_by_window_length = flat_gradient(model)
 print(f"last window, loss / k vs loss / len(window): gradient norm ratio "
       f"{(divided_by_k.norm() / divided_by_window_length.norm()).item():.4f}")
 
 token_loss(model, sequences_of(last_window), "mean").backward()
 last_full_batch = flat_gradient(model)
-window_tokens = real_tokens(sequences_of(last_window))  # what it really holds
-accumulate(model, last_window, token_sum_over_window_tokens)
+last_window_tokens = real_tokens(sequences_of(last_window))  # what it really holds
+accumulate(model, last_window, functools.partial(token_sum_over_window_tokens, window_tokens=last_window_tokens))
 compare("last window, token sum / window tokens == full batch", flat_gradient(model), last_full_batch)
 
 # %%
@@ -586,7 +678,7 @@ def graph_nodes(total):
     return len(seen)
 
 
-def log_losses(description, kept, backward_once=False):
+def log_losses(model, window, description, kept, backward_once=False):
     """Run one window in float32, adding kept(loss) to total_loss; report what stays alive."""
     meter = SavedTensorMeter(model)
     total_loss, nodes_held = 0.0, []
@@ -606,10 +698,10 @@ def log_losses(description, kept, backward_once=False):
           f"graph nodes held by total_loss: {', '.join(map(str, nodes_held))}")
 
 
-log_losses("total_loss += loss.item()", lambda loss: loss.item())
-log_losses("total_loss += loss.detach()", lambda loss: loss.detach())
-log_losses("total_loss += loss", lambda loss: loss)
-log_losses("total_loss += loss, one backward() on the sum", lambda loss: loss, backward_once=True)
+log_losses(model, window, "total_loss += loss.item()", lambda loss: loss.item())
+log_losses(model, window, "total_loss += loss.detach()", lambda loss: loss.detach())
+log_losses(model, window, "total_loss += loss", lambda loss: loss)
+log_losses(model, window, "total_loss += loss, one backward() on the sum", lambda loss: loss, backward_once=True)
 
 # %%
 # With ``.item()`` or ``.detach()``, ``total_loss`` holds no graph. With the
@@ -621,6 +713,34 @@ log_losses("total_loss += loss, one backward() on the sum", lambda loss: loss, b
 # the saved tensors of all four micro-batches at the same time, about ``k``
 # times the peak of the other loops: the memory that accumulation was meant to
 # save.
+#
+# Checkpoints: at the end of a window
+# -----------------------------------
+#
+# A checkpoint holds ``model.state_dict()`` and ``optimizer.state_dict()``:
+# the weights, and for AdamW the running averages of each parameter and its
+# step count. Neither holds ``.grad``. A run saved in the middle of a window,
+# after 2 of its micro-batches, and resumed from that checkpoint starts the
+# window's remaining micro-batches with no gradient, so its update leaves out
+# the first 2. Below, the resumed run's gradient is compared with the whole
+# window's.
+
+accumulate(model, window, mean_loss_over_k)
+whole_window = flat_gradient(model)
+
+accumulate(model, window[:2], mean_loss_over_k)  # interrupted after 2 micro-batches
+checkpoint = {"model": copy.deepcopy(model.state_dict()), "optimizer": copy.deepcopy(optimizer.state_dict())}
+print(f"in the checkpoint, per parameter: the weights, and {sorted(checkpoint['optimizer']['state'][0])}")
+model.zero_grad()  # the run stops here; the parameters of a new process have no .grad
+model.load_state_dict(checkpoint["model"])
+optimizer.load_state_dict(checkpoint["optimizer"])
+accumulate(model, window[2:], mean_loss_over_k)
+compare("resumed in the middle of the window == whole window", flat_gradient(model), whole_window)
+
+# %%
+# Save checkpoints after ``optimizer.step()`` and ``zero_grad()``, at the end
+# of a window; or, if a run must stop anywhere, save the ``.grad`` of every
+# parameter and the position in the window with it.
 #
 # Everything together
 # -------------------
@@ -636,7 +756,9 @@ log_losses("total_loss += loss, one backward() on the sum", lambda loss: loss, b
 #
 # It trains the same initial weights twice, the second time stepping the
 # scheduler every micro-batch. Both runs record the loss of every update: the
-# mean over the real tokens of its window.
+# mean over the real tokens of its window. Only the second run filters out the
+# scheduler's warning, already shown above: in the right loop it would be the
+# sign of a skipped first update.
 
 
 def train(model, scheduler_step_every_micro_batch=False):
@@ -646,8 +768,10 @@ def train(model, scheduler_step_every_micro_batch=False):
     scaler = torch.amp.GradScaler(device.type)
     losses = []
     with warnings.catch_warnings():
-        # The wrong variant's warning, already shown above.
-        warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler.step\(\)` before")
+        if scheduler_step_every_micro_batch:
+            # This variant's warning, shown above. In the right loop it would mean that
+            # GradScaler skipped the first update, so it stays visible there.
+            warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler.step\(\)` before")
         for epoch in range(EPOCHS):
             for window in windows:
                 window_tokens = real_tokens(sequences_of(window))
@@ -710,13 +834,16 @@ plt.show()
 #   per update, after the last micro-batch. Unscaling twice raises.
 # * Clip once, after ``unscale_``, the summed gradient: clipping inside the
 #   micro-batch loop changes its direction, clipping before ``unscale_``
-#   divides it by the scale once more.
-# * Step the scheduler once per update and count warm-up in updates.
+#   divides it by the scale once more (under Adam, without a visible sign).
+# * Step the scheduler once per update and count warm-up in updates. A step
+#   that ``GradScaler`` skips still advances the schedule.
 # * For tokens or any items of varying number per micro-batch, sum the item
 #   losses and divide by the number of items in the whole window.
 # * Divide by what the window really holds, including the last, shorter one.
 # * Log ``loss.item()`` or ``loss.detach()``, and call ``backward()`` once per
 #   micro-batch.
+# * Save checkpoints at the end of a window: ``.grad`` is in neither
+#   ``state_dict()``.
 # * :ref:`gradient_accumulation` explains the rule itself,
 #   :ref:`distributed_accumulation` carries it over to several GPUs, and
 #   :ref:`zero_grad_pitfalls` shows where ``zero_grad()`` belongs.

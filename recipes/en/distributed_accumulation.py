@@ -4,6 +4,17 @@
 Gradient accumulation with DistributedDataParallel
 ==================================================
 
+.. rubric:: What you will learn
+
+* that with ``no_sync()`` the accumulated gradient is the gradient of the whole
+  batch computed in a single process;
+* how many all-reduce calls an optimizer step makes, counted with a DDP
+  communication hook, and how long a step takes;
+* the documented trap: ``no_sync()`` around ``backward()`` alone still
+  all-reduces every micro-batch;
+* the same technique for a sharded model (FSDP2), and the all-gathers it does
+  not save.
+
 Data-parallel training runs one copy of the model in each of several
 processes, the *workers*. Each worker takes its own share of the batch, and
 ``torch.nn.parallel.DistributedDataParallel`` (DDP) averages the
@@ -15,16 +26,7 @@ average once per step, after the last micro-batch.
 
 ``model.no_sync()`` turns that all-reduce off for the micro-batches before the
 last one. This recipe runs DDP for real, in two processes: on the CPU with the
-``gloo`` backend, or on two GPUs with ``nccl`` where the machine has them. It
-shows:
-
-* that with ``no_sync()`` the accumulated gradient is the gradient of the whole
-  batch computed in a single process;
-* how many all-reduce calls an optimizer step makes, counted with a DDP
-  communication hook, and how long a step takes;
-* the documented trap: ``no_sync()`` around ``backward()`` alone still
-  all-reduces every micro-batch;
-* the same technique for a sharded model (FSDP2).
+``gloo`` backend, or on two GPUs with ``nccl`` where the machine has them.
 
 The script is a real distributed program. Launched with
 ``torchrun --nproc_per_node=2 distributed_accumulation.py`` it runs as one of
@@ -45,6 +47,7 @@ import sys
 import tempfile
 import time
 import traceback
+import warnings
 from contextlib import nullcontext
 from pathlib import Path
 
@@ -57,6 +60,7 @@ import torch.optim as optim
 from torch.distributed.algorithms.ddp_comm_hooks import default_hooks
 from torch.distributed.device_mesh import init_device_mesh
 from torch.distributed.fsdp import fully_shard
+from torch.distributed.tensor.debug import CommDebugMode
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 # %%
@@ -257,45 +261,79 @@ def measure(accumulate, rank, world_size, device):
 
 # %%
 # For a sharded model, FSDP2's ``fully_shard`` splits every parameter, and its
-# gradient, across the workers; instead of all-reducing the gradients, its
-# backward pass *reduce-scatters* them: each worker receives the average over
-# all workers for its own shard only. Its switch for accumulation is
-# ``model.set_requires_gradient_sync(False)``, set before the forward pass of
-# each micro-batch that should not communicate. ``full_tensor()`` gathers a
-# sharded gradient whole again, for the comparison.
+# gradient, across the workers. Each layer's forward and backward pass first
+# *all-gathers* its whole parameters from the shards, and the backward pass,
+# instead of all-reducing the gradients, *reduce-scatters* them: each worker
+# receives the average over all workers for its own shard only. Its switch for
+# accumulation is ``model.set_requires_gradient_sync(False)``. FSDP2 reads it
+# in the backward pass, so, unlike DDP's ``no_sync()``, it only has to be set
+# before the ``backward()`` of each micro-batch whose gradients should not be
+# reduced; the code below sets it after the forward pass. It turns off the
+# reduce-scatters only: the all-gathers of every micro-batch still run, unless
+# ``model.set_reshard_after_backward(False)`` also keeps the whole parameters
+# after those backward passes, at the cost of their memory.
+#
+# ``fsdp2_accumulate`` accumulates step 0 three ways: communicating in every
+# backward pass, with gradient sync off until the last micro-batch, and with
+# resharding off as well. ``CommDebugMode``, PyTorch's debugging tool for
+# collective calls, counts the all-gathers and reduce-scatters of the four
+# micro-batches. ``full_tensor()`` gathers a sharded gradient whole again, for
+# the comparison.
 
 
-def fsdp2_gradient(rank, world_size, device):
+def fsdp2_accumulate(rank, world_size, device, sync_only_last, keep_unsharded):
+    """Step 0's gradient under FSDP2, and the collective calls of its K micro-batches."""
     model = make_model().to(device)
     mesh = init_device_mesh(device.type, (world_size,))
     for layer in model:
         if isinstance(layer, nn.Linear):
             fully_shard(layer, mesh=mesh)
     fully_shard(model, mesh=mesh)
-    for i, (inputs, targets) in enumerate(my_micro_batches(0, rank, world_size, device)):
-        model.set_requires_gradient_sync(i == K - 1)  # communicate in the last backward only
-        loss = criterion(model(inputs), targets)
-        (loss / K).backward()
-    return torch.cat([p.grad.full_tensor().flatten() for p in model.parameters()]).cpu()
+    with CommDebugMode() as comm_mode, warnings.catch_warnings():
+        # CommDebugMode hooks every module, which makes FSDP2 see each output as a view and warn
+        # about in-place changes to it; nothing here changes an output in place.
+        warnings.filterwarnings("ignore", message="FSDP2-wrapped module .* returned a view tensor")
+        for i, (inputs, targets) in enumerate(my_micro_batches(0, rank, world_size, device)):
+            last = i == K - 1
+            loss = criterion(model(inputs), targets)
+            # Both flags are read in backward(): after the forward pass is early enough.
+            model.set_requires_gradient_sync(last or not sync_only_last)
+            model.set_reshard_after_backward(last or not keep_unsharded)
+            (loss / K).backward()
+    calls = {str(op): count for op, count in comm_mode.get_comm_counts().items()}
+    return {"gradient": torch.cat([p.grad.full_tensor().flatten() for p in model.parameters()]).cpu(),
+            "all-gathers": sum(count for op, count in calls.items() if "allgather" in op),
+            "reduce-scatters": sum(count for op, count in calls.items() if "reduce_scatter" in op)}
+
+
+FSDP2_LOOPS = {
+    "sync every micro-batch": dict(sync_only_last=False, keep_unsharded=False),
+    "set_requires_gradient_sync": dict(sync_only_last=True, keep_unsharded=False),
+    "and set_reshard_after_backward": dict(sync_only_last=True, keep_unsharded=True),
+}
 
 
 # %%
 # ``run_worker`` is everything one worker does: join the others (the *process
 # group*), choose its device, run the measurements and leave the group. The
 # timeout makes a collective call that waits for a dead worker fail after 60
-# seconds instead of waiting forever.
+# seconds instead of torch.distributed's default, printed with the results
+# below: 30 minutes, or 10 minutes with NCCL.
+
+PROCESS_GROUP_TIMEOUT = datetime.timedelta(seconds=60)
 
 
 def run_worker(rank, local_rank, world_size, init_method):
     dist.init_process_group(BACKEND, init_method=init_method, rank=rank, world_size=world_size,
-                            timeout=datetime.timedelta(seconds=60))
+                            timeout=PROCESS_GROUP_TIMEOUT)
     device = torch.device("cuda", local_rank) if BACKEND == "nccl" else torch.device("cpu")
     if device.type == "cuda":
         torch.cuda.set_device(device)
     results = {"device": str(device), "backend": dist.get_backend(), "world size": world_size}
     for name, accumulate in ACCUMULATION_LOOPS.items():
         results[name] = measure(accumulate, rank, world_size, device)
-    results["FSDP2"] = fsdp2_gradient(rank, world_size, device)
+    results["FSDP2"] = {name: fsdp2_accumulate(rank, world_size, device, **switches)
+                        for name, switches in FSDP2_LOOPS.items()}
     dist.destroy_process_group()
     return results
 
@@ -376,6 +414,10 @@ else:
 
 print(f"Using device: {results['device']}")
 print(f"Backend: {results['backend']}, world size: {results['world size']}")
+default_timeout, nccl_timeout = dist.constants.default_pg_timeout, dist.constants.default_pg_nccl_timeout
+print(f"Process-group timeout: {PROCESS_GROUP_TIMEOUT.total_seconds():.0f} s here; torch.distributed's default: "
+      f"{default_timeout.total_seconds() / 60:.0f} min"
+      + (f", {nccl_timeout.total_seconds() / 60:.0f} min with NCCL" if nccl_timeout else ""))
 
 # %%
 # The page you are reading was built on a CPU, so its two workers used the
@@ -474,19 +516,28 @@ plt.show()
 # A sharded model: FSDP2
 # ----------------------
 #
-# The same check for the FSDP2 model, which accumulated with
-# ``set_requires_gradient_sync(False)`` in the same run.
+# The same check for the FSDP2 models, which accumulated in the same run, and
+# the collective calls of their four micro-batches on rank 0.
 
-compare("FSDP2, set_requires_gradient_sync == full batch", results["FSDP2"], reference)
+for name in ("set_requires_gradient_sync", "and set_reshard_after_backward"):
+    compare(f"FSDP2, {name} == full batch", results["FSDP2"][name]["gradient"], reference)
+print(f"{'FSDP2 accumulation':<34}{'all-gathers':>13}{'reduce-scatters':>17}")
+for name, calls in results["FSDP2"].items():
+    print(f"{name:<34}{calls['all-gathers']:>13}{calls['reduce-scatters']:>17}")
 
 # %%
 # FSDP2 runs on the CPU with ``gloo`` too, and accumulates the same gradient.
-# There is a memory cost: while synchronization is off, each worker keeps the
+# With gradient sync off, the last backward pass alone reduce-scatters, once
+# per sharded layer, but the all-gathers stay as many as with sync on: every
+# micro-batch's forward and backward pass gathers the parameters again.
+# Keeping them unsharded after the backward passes saves the all-gathers of
+# the next forward passes, as the last line shows. There is a memory cost: while synchronization is off, each worker keeps the
 # gradient of the micro-batches so far for *whole* parameters, not just for its
 # shards, until the last backward pass reduce-scatters it. That is memory that
 # sharding was meant to save: when full gradients do not fit, leave
 # synchronization on and reduce-scatter every micro-batch, at ``K`` times the
-# communication.
+# communication. ``set_reshard_after_backward(False)`` adds the whole
+# parameters to that memory.
 #
 # Summary
 # -------
@@ -497,7 +548,9 @@ compare("FSDP2, set_requires_gradient_sync == full batch", results["FSDP2"], ref
 # * ``no_sync()`` around ``backward()`` alone does not stop the all-reduce:
 #   DDP decided to all-reduce during the forward pass. The gradients are
 #   right, the communication is ``K`` times what it needs to be.
-# * FSDP2's equivalent is ``model.set_requires_gradient_sync(False)``.
+# * FSDP2's equivalent is ``model.set_requires_gradient_sync(False)``, read at
+#   ``backward()``. It saves the reduce-scatters, not the all-gathers;
+#   ``set_reshard_after_backward(False)`` saves some of those too, for memory.
 # * ``torchrun --nproc_per_node=N`` runs this very script as ``N`` workers.
 # * :ref:`accumulation_in_practice` puts accumulation into a real training
 #   loop, and :ref:`zero_grad_pitfalls` shows where ``zero_grad()`` belongs in

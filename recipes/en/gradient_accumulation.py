@@ -4,7 +4,17 @@
 Accumulating gradients on purpose
 =================================
 
-``loss.backward()`` adds to ``.grad`` instead of overwriting it. The other
+.. rubric:: What you will learn
+
+* how to split a batch into micro-batches and get exactly the gradient of the
+  whole batch;
+* what forgetting the division by ``k`` does under SGD, Adam and gradient
+  clipping, and when dividing is the mistake;
+* how to handle the short last window of an epoch, and why batch
+  normalization does not accumulate exactly;
+* what accumulation costs, and what a larger effective batch changes.
+
+``loss.backward()`` adds to the value of ``.grad`` instead of overwriting it. The other
 recipes treat that as a trap (:ref:`zeroing_out_gradients`), but it is also a
 feature: it lets you train with a batch larger than fits in memory. Split the
 batch you want into ``k`` *micro-batches*, run the forward and backward pass
@@ -36,15 +46,16 @@ to show that the two loss curves are the same curve.
 # Only PyTorch and matplotlib. Everything runs in a few seconds, on a CUDA GPU
 # when there is one and on the CPU otherwise.
 #
-# With the seed, the script prints the same numbers every time it runs on the
-# same machine with the same PyTorch version and number of threads; another CPU
-# may differ in the last digits. A GPU gives different numbers: CUDA has its
-# own random number generator, so even the made-up data differ from the CPU's,
-# and its kernels add up in a different order. Repeated runs on one GPU usually
-# agree too, but only ``torch.use_deterministic_algorithms(True)`` makes
-# PyTorch use deterministic implementations where it has them and raise an
-# error where it has none. What the recipe shows, which gradients match and
-# which do not, holds everywhere.
+# .. note::
+#    With the seed, the script prints the same numbers every time it runs on the
+#    same machine with the same PyTorch version and number of threads; another CPU
+#    may differ in the last digits. A GPU gives different numbers: CUDA has its
+#    own random number generator, so even the made-up data differ from the CPU's,
+#    and its kernels add up in a different order. Repeated runs on one GPU usually
+#    agree too, but only ``torch.use_deterministic_algorithms(True)`` makes
+#    PyTorch use deterministic implementations where it has them and raise an
+#    error where it has none. What the recipe shows, which gradients match and
+#    which do not, holds everywhere.
 
 import copy
 
@@ -438,6 +449,21 @@ plt.show()
 # Accumulation does not make training faster: it lets a small device reproduce
 # the updates of a large batch, one micro-batch at a time.
 #
+# It reproduces the large batch exactly, but a larger effective batch is a
+# different training run from the one you may have tuned at the smaller
+# batch: each epoch has fewer updates, and each update a less noisy gradient.
+# Here an epoch holds the number of updates printed below at each size.
+
+for batch_size in (MICRO_BATCH_SIZE, BATCH_SIZE):
+    print(f"batch of {batch_size}: {len(inputs.split(batch_size))} updates per epoch")
+
+# %%
+# A learning rate and a warm-up counted in updates that suited the small batch
+# therefore rarely suit the large one as they are: retune them for the new
+# effective batch. Rules of thumb, such as scaling the learning rate with the
+# batch size for SGD, are starting points for that search, not a substitute
+# for it.
+#
 # Summary
 # -------
 #
@@ -452,6 +478,8 @@ plt.show()
 #   micro-batch by its share of the points of its window.
 # * Layers that look across the batch, batch normalization above all, see only
 #   one micro-batch at a time, so the result is no longer the full-batch one.
+# * Accumulation reproduces a larger batch exactly; a run tuned at a smaller
+#   batch usually needs its learning rate and warm-up retuned for it.
 # * :ref:`accumulation_in_practice` goes further: mixed precision, clipping,
 #   learning-rate schedulers and losses weighted by token counts.
 # * :ref:`zero_grad_pitfalls` shows where ``zero_grad()`` belongs in a loop

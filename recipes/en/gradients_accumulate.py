@@ -4,9 +4,17 @@
 How gradients accumulate
 ========================
 
-``loss.backward()`` does not *set* the ``.grad`` attribute of a tensor, it
-*adds* to it. Whatever was there before, from an earlier backward pass, is
-still part of the sum. An optimizer's ``step()`` then uses ``.grad`` as it
+.. rubric:: What you will learn
+
+* that ``backward()`` adds to ``.grad``, and what an optimizer step does with the sum;
+* what ``optimizer.zero_grad()`` does, and how ``None`` differs from zeros;
+* when a second ``backward()`` through one graph fails, and when it silently adds again;
+* how to get gradients without accumulating them in ``.grad``.
+
+``loss.backward()`` does not overwrite the ``.grad`` attribute of a tensor:
+it *adds* the new gradient to the value there, and sets ``.grad`` only while
+it is still ``None``. Whatever was there before, from an earlier backward
+pass, is still part of the sum. An optimizer's ``step()`` then uses ``.grad`` as it
 finds it, so unless something clears ``.grad`` in between, each update is
 computed from every gradient of the past, not from the current one.
 
@@ -119,12 +127,18 @@ print(f"x.grad after zero_grad(set_to_none=False): {x.grad}")
 # Either way the next ``backward()`` leaves the same gradient in ``.grad``.
 # The differences are elsewhere:
 #
-# * ``None`` frees the memory of the gradients until the next backward pass,
-#   and that pass writes its result instead of adding it to a tensor of zeros.
-# * An optimizer skips a parameter whose ``.grad`` is ``None``, but updates
-#   one whose ``.grad`` is zero. With plain SGD a zero gradient moves nothing;
-#   with weight decay, or with momentum or Adam's running averages left over
-#   from earlier steps, it still moves the parameter (:ref:`zero_grad_pitfalls` shows it).
+# * ``None`` drops the optimizer's reference to the gradients: their memory
+#   goes back to the allocator until the next backward pass, unless something
+#   else still refers to them, and that pass writes its result instead of
+#   adding it to a tensor of zeros.
+# * The optimizers that update each parameter on its own (SGD, Adam, AdamW,
+#   RMSprop and the others) skip a parameter whose ``.grad`` is ``None``, but
+#   update one whose ``.grad`` is zero. With plain SGD a zero gradient moves
+#   nothing; with weight decay, or with momentum or Adam's running averages
+#   left over from earlier steps, it still moves the parameter. ``LBFGS``, which
+#   steps all its parameters along one direction, treats ``None`` as a zero
+#   gradient and can still move the parameter (:ref:`zero_grad_pitfalls` shows
+#   both).
 # * Code that reads ``.grad`` after ``zero_grad()``, for example to log gradient
 #   norms, must be ready to find ``None``.
 #
@@ -135,7 +149,7 @@ print(f"x.grad after zero_grad(set_to_none=False): {x.grad}")
 # ``loss`` out of ``x``, and the intermediate values their gradients need.
 # ``backward()`` frees those values as it goes, to save memory, so calling it
 # a second time on the same ``loss`` fails as soon as it needs one of them, as
-# it does here:
+# it does here (the gradient of ``100 * x`` needs the saved factor 100):
 
 optimizer.zero_grad()
 loss = (100 * x).sum()
@@ -145,6 +159,18 @@ try:
 except RuntimeError as error:
     # the message is long; its first sentence says what went wrong
     print(f"second backward on the same graph: RuntimeError: {str(error).split('. ')[0]}")
+
+# %%
+# The error is no safeguard to count on. A graph whose operations saved
+# nothing, such as that of ``(x + 1).sum()``, can be backpropagated again
+# without ``retain_graph`` and without any error, and the second call silently
+# adds the same gradient once more:
+
+optimizer.zero_grad()
+loss = (x + 1).sum()
+loss.backward()
+loss.backward()  # no error: nothing was saved, so nothing was freed
+print(f"x.grad after two backward() calls on (x + 1).sum(): {x.grad}")
 
 # %%
 # The rest of the message suggests ``retain_graph=True``, which keeps the graph
@@ -191,8 +217,39 @@ print(f"backward passes through y, summed: {passes}")
 # ``torch.autograd.grad`` is called several times on one graph, for example
 # one row of a Jacobian at a time. ``create_graph=True``, which builds a graph
 # of the backward pass itself for gradients of gradients, keeps the graph too:
-# ``retain_graph`` defaults to its value.
+# ``retain_graph`` defaults to its value. It also makes ``backward()`` replace
+# the ``.grad`` tensor with a new one holding the sum, instead of adding in
+# place, so code that kept a reference to the old ``.grad`` tensor does not
+# see the new gradient.
 #
+# Gradients without ``.grad``
+# ---------------------------
+#
+# When the gradient is wanted but accumulating it is not, there is no need
+# for ``.grad`` at all. ``torch.autograd.grad(loss, inputs)`` returns the
+# gradients and leaves ``.grad`` alone; ``loss.backward(inputs=[...])``
+# accumulates only into the ``.grad`` of the tensors listed, and leaves every
+# other leaf untouched (a way to keep a loss out of the gradients of another
+# network, for one). ``torch.func.grad`` is the functional form of the
+# first. Below, ``x.grad`` holds 100 from one ``backward()``; two calls to
+# ``torch.autograd.grad`` leave it at 100, and ``backward(inputs=[z])`` on a
+# loss that depends on ``x`` and on a new leaf ``z`` fills in only ``z.grad``.
+
+optimizer.zero_grad()
+(100 * x).sum().backward()
+for _ in range(2):
+    (gradient,) = torch.autograd.grad((100 * x).sum(), x)
+print(f"torch.autograd.grad, called twice, returns: {gradient}")
+print(f"x.grad after the two torch.autograd.grad calls: {x.grad}")
+
+z = torch.tensor([3.0], requires_grad=True, device=device)
+optimizer.zero_grad()
+loss = (100 * x).sum() + (10 * z).sum()
+loss.backward(inputs=[z])
+print(f"after loss.backward(inputs=[z]): z.grad = {z.grad}, x.grad = {x.grad}")
+
+# %%
+
 # ``.grad`` over many iterations
 # ------------------------------
 #
@@ -242,14 +299,18 @@ plt.show()
 # Summary
 # -------
 #
-# * ``backward()`` adds the gradient it computes to ``.grad``; it never
-#   replaces what is there.
+# * ``backward()`` adds the gradient it computes to the value of ``.grad``,
+#   and sets ``.grad`` only where it is ``None``.
 # * ``optimizer.step()`` uses ``.grad`` as it finds it, sum and all.
 # * ``optimizer.zero_grad()`` sets ``.grad`` to ``None`` (or to zeros with
 #   ``set_to_none=False``), so the next backward pass starts from nothing.
 # * Two losses that share a graph: backpropagate their sum.
 #   ``retain_graph=True`` is for when each loss's gradient is needed on its
-#   own; either way the gradients add up in ``.grad``.
+#   own; either way the gradients add up in ``.grad``. A second
+#   ``backward()`` through a graph that saved nothing raises no error and adds
+#   the gradient again.
+# * ``torch.autograd.grad`` and ``backward(inputs=...)`` give gradients
+#   without accumulating them into every ``.grad``.
 #
 # :ref:`linear_regression_without_zero_grad` shows what the growing sum does
 # to a model that is being trained.

@@ -4,6 +4,14 @@
 Linear regression without zeroing the gradients
 ===============================================
 
+.. rubric:: What you will learn
+
+* what ``.grad`` holds after the second iteration of a loop that never clears it;
+* why such a loop swings around the minimum instead of settling in it, and
+  that it is exactly SGD with momentum 1;
+* why a stopping rule on the loss can be fooled by one lucky swing;
+* how mini-batches make the swings grow, and the same fit written the usual way.
+
 :ref:`gradients_accumulate` showed that ``backward()`` adds to ``.grad``
 instead of replacing it. This recipe shows what that does to training, on
 the simplest model there is: a straight line *ŷ* = *w* *x* + *b* fitted

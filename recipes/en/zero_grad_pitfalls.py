@@ -4,23 +4,28 @@
 Where to call zero_grad(), and what it does not do
 ==================================================
 
-``optimizer.zero_grad()`` is one line, but where it goes and what it clears
-still matter. This recipe runs each case and prints the evidence:
+.. rubric:: What you will learn
 
-* the start of the loop and right after ``optimizer.step()`` are equivalent
-  places for it, while between ``loss.backward()`` and ``optimizer.step()`` it
-  silently disables training;
-* ``model.zero_grad()`` and ``optimizer.zero_grad()`` clear different sets of
-  gradients when the optimizer does not own every parameter, as with the two
-  optimizers of a generator and a discriminator;
-* with ``set_to_none=True`` (the default) an optimizer skips a parameter that
-  got no gradient, while a zero gradient still moves it under weight decay, or
-  under momentum or Adam after earlier steps;
+* that the start of the loop and right after ``optimizer.step()`` are
+  equivalent places for ``zero_grad()``, while between ``loss.backward()`` and
+  ``optimizer.step()`` it silently disables training, and that with ``LBFGS``
+  it belongs inside the closure;
+* that ``model.zero_grad()`` and ``optimizer.zero_grad()`` clear different
+  sets of gradients when the optimizer does not own every parameter, as with
+  the two optimizers of a generator and a discriminator, and that neither
+  clears the gradient of a non-leaf tensor kept with ``retain_grad()``;
+* that with ``set_to_none=True`` (the default) SGD, Adam and the other
+  per-parameter optimizers skip a parameter that got no gradient, while a zero
+  gradient still moves it under weight decay, or under momentum or Adam after
+  earlier steps, and that ``LBFGS`` moves it either way;
 * ``zero_grad()`` does nothing for inference: ``torch.no_grad()`` and
   ``torch.inference_mode()`` are what stop autograd from keeping tensors for a
   backward pass that never comes;
-* ``set_to_none=True``, the default, is cheaper than writing zeros, timed on a
-  ResNet-18.
+* that ``set_to_none=True``, the default, is cheaper than writing zeros,
+  timed on a ResNet-18.
+
+``optimizer.zero_grad()`` is one line, but where it goes and what it clears
+still matter. This recipe runs each case and prints the evidence.
 """
 
 # %%
@@ -31,16 +36,17 @@ still matter. This recipe runs each case and prints the evidence:
 # downloaded) and matplotlib. Everything runs on a CUDA GPU when there is one
 # and on the CPU otherwise, in a few seconds.
 #
-# With the seed, every number except the timings comes out the same on every
-# run on the same machine with the same PyTorch version and number of threads.
-# A GPU gives other numbers: CUDA has its own random number generator, so even
-# the made-up data differ from the CPU's, and its kernels round differently.
-# Repeated runs on one GPU usually agree too, but only
-# ``torch.use_deterministic_algorithms(True)`` makes PyTorch use deterministic
-# implementations where it has them and raise an error where it has none (by
-# default, cuDNN may pick a non-deterministic algorithm for the backward pass
-# of the convolutions of the ResNet-18 at the end, for one). What each section shows holds on either
-# device.
+# .. note::
+#    With the seed, every number except the timings comes out the same on every
+#    run on the same machine with the same PyTorch version and number of threads.
+#    A GPU gives other numbers: CUDA has its own random number generator, so even
+#    the made-up data differ from the CPU's, and its kernels round differently.
+#    Repeated runs on one GPU usually agree too, but only
+#    ``torch.use_deterministic_algorithms(True)`` makes PyTorch use deterministic
+#    implementations where it has them and raise an error where it has none (by
+#    default, cuDNN may pick a non-deterministic algorithm for the backward pass
+#    of the convolutions of the ResNet-18 at the end, for one). What each section shows holds on either
+#    device.
 
 import contextlib
 import copy
@@ -150,6 +156,51 @@ print("zero_grad() between backward() and step(), weights changed:",
 # momentum never received a real gradient. The section on ``set_to_none``
 # below shows when a zero gradient does move a parameter.
 #
+# With a closure: inside it, for ``LBFGS``
+# ----------------------------------------
+#
+# ``optim.LBFGS`` does not take one step from one gradient. Its ``step(closure)``
+# calls the closure, which computes the loss and calls ``backward()``, as many
+# times as its line search needs, up to ``max_iter`` times per step (20 by
+# default), and it reads ``.grad`` after each call. ``zero_grad()`` therefore
+# belongs inside the closure. Called once per ``step()``, as in the loops above,
+# it lets the gradients of all the evaluations within a step add up, and every
+# evaluation but the first sees a sum. ``train_lbfgs`` fits the same linear
+# regression for 3 steps both ways and counts the closure's calls.
+
+
+def train_lbfgs(model, zero_grad_in_closure, steps=3):
+    """Fit ``model`` with LBFGS; return the final loss and how many times the closure ran."""
+    optimizer = optim.LBFGS(model.parameters(), lr=1.0)
+    calls = 0
+
+    def closure():
+        nonlocal calls
+        calls += 1
+        if zero_grad_in_closure:
+            optimizer.zero_grad()
+        loss = criterion(model(x), y)
+        loss.backward()
+        return loss
+
+    for _ in range(steps):
+        if not zero_grad_in_closure:
+            optimizer.zero_grad()  # wrong for LBFGS: step() calls closure() several times
+        optimizer.step(closure)
+    return criterion(model(x), y).item(), calls
+
+
+for where, in_closure in [("inside the closure", True), ("once per step()", False)]:
+    loss, calls = train_lbfgs(copy.deepcopy(untrained), in_closure)  # a copy: a new model would draw random numbers
+    print(f"LBFGS, zero_grad() {where}: loss after 3 steps {loss:.4g}, closure calls {calls}")
+
+# %%
+# With ``zero_grad()`` inside the closure, LBFGS brings the loss down to the
+# noise in the data within a few calls. Cleared once per ``step()``, each line
+# search works on ever larger sums of stale gradients: it uses up its calls
+# and drives the loss far above where it started, the ``loss before
+# training`` printed earlier.
+#
 # ``model.zero_grad()`` or ``optimizer.zero_grad()``?
 # ---------------------------------------------------
 #
@@ -187,6 +238,34 @@ for name, zero_grad in [("optimizer.zero_grad()", lambda model, optimizer: optim
                         ("model.zero_grad()", lambda model, optimizer: model.zero_grad())]:
     norms = first_layer_gradient_norms(zero_grad)
     print(f"{name}: first layer .grad norm after step 1: {norms[0]:.3f}, after step 10: {norms[-1]:.3f}")
+
+# %%
+# Gradients that neither clears: ``retain_grad()``
+# ~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~
+#
+# Autograd fills in ``.grad`` only for leaf tensors. Calling ``retain_grad()``
+# on a tensor computed inside the model, to inspect the gradient of an
+# activation, gives it a ``.grad`` as well, and that ``.grad`` accumulates
+# like any other: below, two ``backward()`` calls through one graph (the first
+# with ``retain_graph=True``) leave twice the gradient in the hidden layer's
+# ``.grad``. Neither ``optimizer.zero_grad()`` nor ``model.zero_grad()`` knows
+# about that tensor, so both leave it as it is. Set its ``.grad`` to ``None``
+# yourself, or, as usual, compute the activation afresh in the next forward
+# pass: it is then a new tensor, with no ``.grad`` yet.
+
+model = copy.deepcopy(small_network)
+optimizer = optim.SGD(model.parameters(), lr=0.05)
+hidden = model[:2](x)  # the first layer and its Tanh: not a leaf
+hidden.retain_grad()
+loss = criterion(model[2](hidden), y)
+loss.backward(retain_graph=True)
+after_one = hidden.grad.norm().item()
+loss.backward()
+after_two = hidden.grad.norm().item()
+optimizer.zero_grad()
+model.zero_grad()
+print(f"non-leaf hidden.grad norm after one backward(): {after_one:.4f}, after two: {after_two:.4f}, "
+      f"after optimizer.zero_grad() and model.zero_grad(): {hidden.grad.norm().item():.4f}")
 
 # %%
 # Two optimizers, one graph
@@ -309,8 +388,9 @@ for name, make_optimizer in [("Adam(lr=1e-3)", lambda params: optim.Adam(params,
 # interchangeable, because ``backward()`` gives every parameter a gradient
 # again. They differ for a parameter that takes no part in some steps, such as
 # an unused branch of a model or an expert that a mixture-of-experts model did
-# not route any input to. An optimizer skips a parameter whose ``.grad`` is
-# ``None``. A zero gradient, on the other hand, is still a gradient: momentum
+# not route any input to. SGD, Adam and the other optimizers that update each
+# parameter on its own skip a parameter whose ``.grad`` is ``None``. A zero
+# gradient, on the other hand, is still a gradient: momentum
 # carries on with the velocity of earlier steps, weight decay still shrinks the
 # weight, and Adam still steps along its running averages of earlier
 # gradients.
@@ -365,6 +445,38 @@ axes[0].legend(loc="lower left", fontsize="small")
 fig.suptitle("After step 1 the weight gets no gradient (shaded): zeros move it, None does not")
 fig.tight_layout()
 plt.show()
+
+# %%
+# ``LBFGS`` is the exception. It treats all its parameters as one vector,
+# replaces a ``None`` gradient with zeros when it builds that vector, and
+# steps the whole vector along a direction made from the gradients of earlier
+# steps. So a parameter that took part in earlier steps moves in a step in
+# which its ``.grad`` is ``None``. ``lbfgs_idle_step`` minimises the squares of
+# two tensors, ``used`` and ``idle``, for 3 steps, then takes one step with a
+# loss that leaves ``idle`` out.
+
+
+def lbfgs_idle_step(steps=3):
+    """``idle``'s ``.grad`` and how far LBFGS moves it in a step whose loss leaves it out."""
+    used = torch.tensor([1.0, -2.0], device=device, requires_grad=True)
+    idle = torch.tensor([3.0], device=device, requires_grad=True)
+    optimizer = optim.LBFGS([used, idle], lr=0.5, max_iter=1)
+
+    def closure(tensors):
+        optimizer.zero_grad()  # set_to_none=True: idle.grad is None when idle is not in the loss
+        loss = sum((t ** 2).sum() for t in tensors)
+        loss.backward()
+        return loss
+
+    for _ in range(steps):
+        optimizer.step(lambda: closure([used, idle]))
+    before = idle.item()
+    optimizer.step(lambda: closure([used]))
+    return idle.grad, idle.item() - before
+
+
+idle_grad, idle_moved = lbfgs_idle_step()
+print(f"LBFGS, a step in which idle.grad is {idle_grad}: idle moved by {idle_moved:.4f}")
 
 # %%
 # Inference needs ``no_grad()``, not ``zero_grad()``
@@ -475,9 +587,12 @@ for name, mode in MODES.items():
 #
 # Filling gradients with zeros writes every element of every gradient: as
 # many numbers as the model has parameters. Setting them to ``None`` writes
-# nothing and hands the memory back to the allocator until the next
-# ``backward()``, which then creates each gradient afresh instead of adding to
-# a tensor of zeros. This is why ``set_to_none=True`` became the default in
+# nothing and drops the optimizer's reference to each gradient: its memory
+# goes back to the allocator until the next ``backward()``, unless something
+# else still refers to it (the list ``gradients`` below does, to put the
+# gradients back for the timing; so do the communication buckets of DDP with
+# ``gradient_as_bucket_view=True``). That ``backward()`` then creates each
+# gradient afresh instead of adding to a tensor of zeros. This is why ``set_to_none=True`` became the default in
 # PyTorch 2.0.
 #
 # To measure it on a model of realistic size, we build a ResNet-18 with random
@@ -542,26 +657,28 @@ print(f"set_to_none=False takes {ratio:.1f}x as long as set_to_none=True")
 # picks the foreach implementation by itself, but ``zero_grad()`` only looks
 # at what was passed to the constructor. On any device, ``set_to_none=True``
 # also gives the gradients' memory back (to PyTorch's caching allocator, on a
-# GPU) until the next ``backward()``.
+# GPU) until the next ``backward()``, where nothing else refers to them.
 #
 # The price of the default is that code reading ``.grad`` after
 # ``zero_grad()`` must expect ``None``, and, as shown above, that a parameter
 # without a gradient is skipped by the optimizer rather than updated with
-# zeros.
+# zeros (except by ``LBFGS``).
 #
 # Summary
 # -------
 #
 # * Call ``optimizer.zero_grad()`` at the start of the loop or right after
 #   ``optimizer.step()``; never between ``loss.backward()`` and
-#   ``optimizer.step()``, where it turns every step into a no-op.
+#   ``optimizer.step()``, where it turns every step into a no-op. With
+#   ``LBFGS``, call it inside the closure.
 # * ``optimizer.zero_grad()`` clears only the optimizer's parameters. With
 #   parameters outside it, or several optimizers over one graph, clear each set
 #   right before its own ``backward()``, or detach what the other network
-#   should not see.
-# * ``set_to_none=True``, the default, is cheaper and tells the optimizer to
-#   skip a parameter that got no gradient; zeros would still move it under
-#   weight decay, or under momentum or Adam after earlier steps.
+#   should not see. A ``retain_grad()`` gradient is cleared by neither.
+# * ``set_to_none=True``, the default, is cheaper and tells SGD, Adam and the
+#   other per-parameter optimizers to skip a parameter that got no gradient;
+#   zeros would still move it under weight decay, or under momentum or Adam
+#   after earlier steps. ``LBFGS`` moves it either way.
 # * For inference use ``torch.no_grad()`` or ``torch.inference_mode()``;
 #   ``zero_grad()`` does not turn autograd off.
 # * Gradients are sometimes accumulated on purpose:
