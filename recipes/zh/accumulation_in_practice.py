@@ -4,20 +4,25 @@
 真实训练循环中的梯度累积
 ========================
 
-:ref:`gradient_accumulation` 把这项技术归结为一条规则：每个微批量的损失除以
-``k``，每第 ``k`` 个微批量执行一个更新步并清零梯度。真实的训练循环里还有混合
-精度、梯度裁剪、学习率调度，以及长短不一的序列；这些环节都必须顾及一点：现在
-一次更新由 ``k`` 次反向传播组成。实践中，梯度累积恰恰是在这些地方出错：
+.. rubric:: 你将学到
+
+在真实的训练循环中，梯度累积会在哪些地方出错，每种情况都与正确写法实测对比：
 
 * 每个微批量都调用一次 ``unscale_``，``GradScaler`` 就会报错
   ``unscale_() has already been called on this optimizer``；
 * 在微批量循环内部裁剪梯度，裁剪的只是部分和，而不是这次更新的梯度；
 * 每个微批量都调用一次 ``scheduler.step()``，预热的推进速度就成了应有速度的
-  ``k`` 倍；
+  ``k`` 倍；而 ``GradScaler`` 跳过的更新步，仍然会让调度往前走；
 * 序列长短不一时，把每个微批量按词元取平均的损失除以 ``k``，得到的梯度是错的；
 * 一轮（epoch）的最后一个窗口往往不足 ``k`` 个微批量，这时仍把损失除以 ``k``，
   这次更新就会偏小；
-* ``total_loss += loss`` 会让每个微批量的计算图节点一直存活。
+* ``total_loss += loss`` 会让每个微批量的计算图节点一直存活；
+* 在窗口中途保存的检查点，不包含到那时为止累积的梯度。
+
+《:ref:`gradient_accumulation`》把这项技术归结为一条规则：每个微批量的损失除以
+``k``，每第 ``k`` 个微批量执行一个更新步并清零梯度。真实的训练循环里还有混合
+精度、梯度裁剪、学习率调度，以及长短不一的序列；这些环节都必须顾及一点：现在
+一次更新由 ``k`` 次反向传播组成。
 
 本教程为一个小小的下一词元预测模型搭建一个训练循环，每次加入一个环节，并把
 每种错误写法放在正确写法旁边实测对比。最后一节把各个环节组合起来，完整地训练
@@ -29,16 +34,19 @@
 # --------
 #
 # 只需要 PyTorch 和 matplotlib，几秒钟就能跑完。在 CUDA GPU 上，循环用
-# ``float16`` 做混合精度，这是 GPU 上的常规选择；在 CPU 上则用 ``bfloat16``，
-# 这是 CPU 上 autocast 的默认类型（它也接受 ``float16``）。页面会打印实际使用的
-# 类型。
+# ``float16`` 做混合精度，这是 CUDA 上 autocast 的默认类型，也正是需要
+# ``GradScaler`` 的类型（在支持 ``bfloat16`` 的 GPU 上，常用的是 ``bfloat16``，
+# 它不需要缩放器）；在 CPU 上则用 ``bfloat16``，这是 CPU 上 autocast 的默认类型
+# （它也接受 ``float16``）。页面会打印实际使用的类型。
 #
-# 设定了种子，脚本在同一台机器上、用同一个 PyTorch 版本和同样的线程数运行，每次
-# 打印的数字都相同。数据和初始权重都在 CPU 上生成，所以 GPU 上的起点相同，但
-# 算出的数字会有出入：GPU 用 ``float16`` 计算，核函数做加法的顺序也与 CPU 不同；
-# 即使在同一块 GPU 上，多次运行也不保证逐位一致。
+# .. note::
+#    设定了种子，脚本在同一台机器上、用同一个 PyTorch 版本和同样的线程数运行，每次
+#    打印的数字都相同。数据和初始权重都在 CPU 上生成，所以 GPU 上的起点相同，但
+#    算出的数字会有出入：GPU 用 ``float16`` 计算，核函数做加法的顺序也与 CPU 不同；
+#    即使在同一块 GPU 上，多次运行也不保证逐位一致。
 
 import copy
+import functools
 import warnings
 import weakref
 
@@ -139,14 +147,15 @@ print(f"{len(micro_batches)} micro-batches per epoch, {len(windows)} updates per
 # ``torch.allclose`` 比较两个梯度，允许的舍入误差与梯度的大小成比例；函数
 # ``relative_error`` 给出差值的范数占参考梯度范数的比例。``mean_loss_over_k``
 # 是 :ref:`gradient_accumulation` 里的损失：每个微批量的平均损失除以 ``k``。
+# 每个损失函数都以模型和微批量为参数，其他要除的数则用 ``functools.partial`` 传入。
 # 这些比较都在 ``float32`` 下进行，不开 autocast，这样「相等」才能表示只差舍入
 # 误差。
 
 
 def accumulate(model, window, micro_batch_loss, clip_every_micro_batch_to=None):
-    """对每个微批量的 micro_batch_loss(micro_batch) 做反向传播；梯度在 .grad 里累积。"""
+    """对每个微批量的 micro_batch_loss(model, micro_batch) 做反向传播；梯度在 .grad 里累积。"""
     for micro_batch in window:
-        micro_batch_loss(micro_batch).backward()
+        micro_batch_loss(model, micro_batch).backward()
         if clip_every_micro_batch_to is not None:
             nn.utils.clip_grad_norm_(model.parameters(), clip_every_micro_batch_to)  # 裁剪的是到目前为止的和
 
@@ -175,7 +184,7 @@ def relative_error(gradient, reference):
     return ((gradient - reference).norm() / reference.norm()).item()
 
 
-def mean_loss_over_k(micro_batch):
+def mean_loss_over_k(model, micro_batch):
     """gradient_accumulation 的规则：每个微批量的平均损失除以 k。"""
     return token_loss(model, micro_batch, "mean") / K
 
@@ -309,7 +318,7 @@ print(f"clipped every micro-batch: relative error "
 # 用了 ``GradScaler``，还有第二种裁错梯度的方式：在 ``unscale_`` 之前裁剪。这时
 # ``.grad`` 里是乘上了缩放因子的梯度，裁剪把它缩小到「缩放后」的范数为
 # ``MAX_NORM``；接着 ``unscale_`` 再除以缩放因子，优化器拿到的梯度，范数只有
-# ``MAX_NORM`` 除以缩放因子。如果用的是 SGD，参数更新的幅度也会除以同一个因子。
+# ``MAX_NORM`` 除以缩放因子。
 
 for micro_batch in window:
     scaled_backward(model, scaler, micro_batch)
@@ -320,6 +329,41 @@ print(f"clipped before unscale_: gradient norm {current_gradient(model).norm():.
 scaler.step(optimizer)
 scaler.update()
 optimizer.zero_grad()
+
+# %%
+# 这对更新有什么影响，取决于优化器。SGD 的步长是学习率乘以梯度，所以它也缩小同样
+# 的倍数；如果变化小到在权重的舍入中丢失，缩小得还会更多。本页用的 AdamW 则把梯度的
+# 每个元素除以它自身大小的滑动平均值，所以除以缩放因子之后的梯度，给出的步长仍在
+# 同一个量级：之所以变小一些，只是因为这个极小的梯度已经和 ``eps``（加在那个平均值
+# 上的小常数）差不多大了。这个错误几乎看不出来，也就不会被察觉。``step_length`` 从
+# 当前权重出发，用新建的优化器和缩放器在这个窗口上走一步，分别在 ``unscale_`` 之后
+# 和之前裁剪，并打印 AdamW 和 SGD 两种情况下两个步长之比。
+
+
+def step_length(model, make_optimizer, window, clip_before_unscale):
+    """在 ``window`` 上做一步混合精度更新，返回 ``model`` 的副本移动了多远。"""
+    trial = copy.deepcopy(model)
+    optimizer = make_optimizer(trial.parameters())
+    scaler = torch.amp.GradScaler(device.type)
+    before = nn.utils.parameters_to_vector(trial.parameters()).detach().clone()
+    for micro_batch in window:
+        scaled_backward(trial, scaler, micro_batch)
+    if clip_before_unscale:
+        nn.utils.clip_grad_norm_(trial.parameters(), MAX_NORM)  # 错误：单位仍是缩放后的
+    scaler.unscale_(optimizer)
+    if not clip_before_unscale:
+        nn.utils.clip_grad_norm_(trial.parameters(), MAX_NORM)
+    scaler.step(optimizer)
+    scaler.update()
+    return (nn.utils.parameters_to_vector(trial.parameters()).detach() - before).norm().item()
+
+
+for name, make_optimizer in [("AdamW", lambda params: optim.AdamW(params, lr=PEAK_LR)),
+                             ("SGD", lambda params: optim.SGD(params, lr=PEAK_LR))]:
+    right = step_length(model, make_optimizer, window, clip_before_unscale=False)
+    wrong = step_length(model, make_optimizer, window, clip_before_unscale=True)
+    print(f"{name}: step length clipped before unscale_ / clipped after: "
+          f"{wrong / right if right else float('nan'):.2e}")
 
 # %%
 # 学习率调度：按更新步计数
@@ -390,6 +434,42 @@ for name, every_micro_batch in [("scheduler.step() every update", False),
 # PyTorch 唯一的提示是上面那条警告，而且只给一次：在第一个微批量处，调用
 # ``scheduler.step()`` 时还没有调用过任何一次 ``optimizer.step()``。它并没有指出
 # 调度跑得太快。
+#
+# 正确的循环也可能给出同一条警告，但那时它的含义不同。``GradScaler`` 在梯度中发现
+# ``inf`` 或 ``nan`` 时，``scaler.step()`` 会跳过 ``optimizer.step()``，
+# ``scaler.update()`` 会调低缩放因子，而 ``scheduler.step()`` 照样推进调度。在
+# ``float16`` 下，头几次更新里这很常见：缩放因子要从初始值一路降到梯度放得下的
+# 大小。跳过的如果是第一次更新，就会出现这条警告；之后再跳过则悄无声息。每跳过一步，
+# 调度就比权重多走一步，这通常无伤大雅。下面在一次新训练的第一次更新中，把一个梯度
+# 元素设为 ``inf``，就像 ``float16`` 溢出后留下的那样。
+
+
+def first_update_with_overflow(model, window):
+    """做一次梯度溢出的正确更新；打印哪些东西变了，以及 PyTorch 说了什么。"""
+    optimizer = optim.AdamW(model.parameters(), lr=PEAK_LR)
+    scheduler = optim.lr_scheduler.LambdaLR(optimizer, warmup_then_decay)
+    scaler = torch.amp.GradScaler(device.type)
+    weights = nn.utils.parameters_to_vector(model.parameters()).detach().clone()
+    scale, learning_rate = scaler.get_scale(), optimizer.param_groups[0]["lr"]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for micro_batch in window:
+            scaled_backward(model, scaler, micro_batch)
+        model[0].weight.grad[0, 0] = float("inf")  # float16 溢出后 .grad 里留下的值
+        scaler.unscale_(optimizer)
+        nn.utils.clip_grad_norm_(model.parameters(), MAX_NORM)
+        scaler.step(optimizer)  # 发现 inf：跳过 optimizer.step()
+        scaler.update()
+        scheduler.step()  # 调度照样往前走
+        optimizer.zero_grad()
+    moved = not torch.equal(weights, nn.utils.parameters_to_vector(model.parameters()))
+    print(f"update with an overflow: weights changed: {moved}, scale {scale:.0f} -> {scaler.get_scale():.0f}, "
+          f"learning rate {learning_rate:.4f} -> {optimizer.param_groups[0]['lr']:.4f}")
+    for warning in caught:
+        print(f"  PyTorch warned: {str(warning.message).split('. ')[0]}.")
+
+
+first_update_with_overflow(copy.deepcopy(model), window)
 
 fig, ax = plt.subplots(figsize=(8, 4))
 updates = range(1, TOTAL_STEPS + 1)
@@ -435,14 +515,15 @@ full_batch = flat_gradient(model)
 accumulate(model, window, mean_loss_over_k)
 mean_over_k = flat_gradient(model)
 
-window_tokens = real_tokens(sequences_of(window))  # 在任何反向传播之前数好
 
 
-def token_sum_over_window_tokens(micro_batch):
+def token_sum_over_window_tokens(model, micro_batch, window_tokens):
+    """微批量的词元损失之和，除以它所在整个窗口的真实词元数。"""
     return token_loss(model, micro_batch, "sum") / window_tokens
 
 
-accumulate(model, window, token_sum_over_window_tokens)
+window_tokens = real_tokens(sequences_of(window))  # 在任何反向传播之前数好
+accumulate(model, window, functools.partial(token_sum_over_window_tokens, window_tokens=window_tokens))
 token_weighted = flat_gradient(model)
 
 compare("micro-batch mean / k == full batch", mean_over_k, full_batch)
@@ -463,29 +544,30 @@ print(f"token sum / window tokens: relative error {relative_error(token_weighted
 # ``(i + 1) % k == 0`` 时执行更新步的循环会怎样处理这样的窗口，见
 # :ref:`gradient_accumulation`：它永远不会为这个窗口执行更新步，窗口的梯度会加到
 # 下一轮的第一次更新上。在一轮结束时确实执行了更新步、却仍然除以 ``k`` 的循环，
-# 得到的梯度只有应有值的 2/4：一般地说，是窗口里实际的微批量个数除以 ``k``。对
-# 平均损失，除数应当是 ``len(window)``；对上面按词元加权的损失，除数是窗口里实际
-# 的词元数，最后这个较短的窗口无需特别处理。
+# 得到的梯度只有应有值的 2/4：一般地说，是窗口里实际的微批量个数除以 ``k``。各
+# 微批量大小相同时，对平均损失，除数应当是 ``len(window)``（一般情况下，每个微批量
+# 按它在窗口的样本中所占的比例加权，就像《:ref:`gradient_accumulation`》里那样）；
+# 对上面按词元加权的损失，除数是窗口里实际的词元数，最后这个较短的窗口无需特别处理。
 
 last_window = windows[-1]
 print(f"last window: {len(last_window)} micro-batches, k = {K}")
 
 
-def mean_loss_over_window_length(micro_batch):
-    return token_loss(model, micro_batch, "mean") / len(last_window)
+def mean_loss_over_window_length(model, micro_batch, window_length):
+    return token_loss(model, micro_batch, "mean") / window_length
 
 
 accumulate(model, last_window, mean_loss_over_k)
 divided_by_k = flat_gradient(model)
-accumulate(model, last_window, mean_loss_over_window_length)
+accumulate(model, last_window, functools.partial(mean_loss_over_window_length, window_length=len(last_window)))
 divided_by_window_length = flat_gradient(model)
 print(f"last window, loss / k vs loss / len(window): gradient norm ratio "
       f"{(divided_by_k.norm() / divided_by_window_length.norm()).item():.4f}")
 
 token_loss(model, sequences_of(last_window), "mean").backward()
 last_full_batch = flat_gradient(model)
-window_tokens = real_tokens(sequences_of(last_window))  # 窗口里实际有的词元
-accumulate(model, last_window, token_sum_over_window_tokens)
+last_window_tokens = real_tokens(sequences_of(last_window))  # 窗口里实际有的词元
+accumulate(model, last_window, functools.partial(token_sum_over_window_tokens, window_tokens=last_window_tokens))
 compare("last window, token sum / window tokens == full batch", flat_gradient(model), last_full_batch)
 
 # %%
@@ -553,7 +635,7 @@ def graph_nodes(total):
     return len(seen)
 
 
-def log_losses(description, kept, backward_once=False):
+def log_losses(model, window, description, kept, backward_once=False):
     """在 float32 下处理一个窗口，把 kept(loss) 加到 total_loss 上；报告还有什么保持存活。"""
     meter = SavedTensorMeter(model)
     total_loss, nodes_held = 0.0, []
@@ -573,10 +655,10 @@ def log_losses(description, kept, backward_once=False):
           f"graph nodes held by total_loss: {', '.join(map(str, nodes_held))}")
 
 
-log_losses("total_loss += loss.item()", lambda loss: loss.item())
-log_losses("total_loss += loss.detach()", lambda loss: loss.detach())
-log_losses("total_loss += loss", lambda loss: loss)
-log_losses("total_loss += loss, one backward() on the sum", lambda loss: loss, backward_once=True)
+log_losses(model, window, "total_loss += loss.item()", lambda loss: loss.item())
+log_losses(model, window, "total_loss += loss.detach()", lambda loss: loss.detach())
+log_losses(model, window, "total_loss += loss", lambda loss: loss)
+log_losses(model, window, "total_loss += loss, one backward() on the sum", lambda loss: loss, backward_once=True)
 
 # %%
 # 用 ``.item()`` 或 ``.detach()`` 时，``total_loss`` 不持有任何计算图。把张量
@@ -586,6 +668,31 @@ log_losses("total_loss += loss, one backward() on the sum", lambda loss: loss, b
 # 它们；节点本身占用多少内存，这里没有测量。对总和只调用一次 ``backward()``，则会
 # 同时留住全部四个微批量保存的张量，峰值大约是其他循环的 ``k`` 倍：这正是梯度
 # 累积本来要省下的内存。
+#
+# 检查点：在窗口结束时保存
+# ------------------------
+#
+# 检查点保存的是 ``model.state_dict()`` 和 ``optimizer.state_dict()``：权重，以及
+# AdamW 为每个参数维护的滑动平均值和步数。两者都不包含 ``.grad``。如果在窗口中途、
+# 处理完其中 2 个微批量时保存检查点，再从它恢复训练，那么窗口里剩下的微批量开始时
+# 没有任何梯度，这次更新也就漏掉了前 2 个微批量。下面把恢复后的梯度与整个窗口的梯度
+# 作比较。
+
+accumulate(model, window, mean_loss_over_k)
+whole_window = flat_gradient(model)
+
+accumulate(model, window[:2], mean_loss_over_k)  # 处理完 2 个微批量后中断
+checkpoint = {"model": copy.deepcopy(model.state_dict()), "optimizer": copy.deepcopy(optimizer.state_dict())}
+print(f"in the checkpoint, per parameter: the weights, and {sorted(checkpoint['optimizer']['state'][0])}")
+model.zero_grad()  # 训练在这里停下；新进程里的参数没有 .grad
+model.load_state_dict(checkpoint["model"])
+optimizer.load_state_dict(checkpoint["optimizer"])
+accumulate(model, window[2:], mean_loss_over_k)
+compare("resumed in the middle of the window == whole window", flat_gradient(model), whole_window)
+
+# %%
+# 检查点应当在 ``optimizer.step()`` 和 ``zero_grad()`` 之后、即窗口结束时保存；
+# 如果训练可能在任意位置停下，就把每个参数的 ``.grad`` 和它在窗口中的位置一起保存。
 #
 # 组合起来
 # --------
@@ -600,6 +707,8 @@ log_losses("total_loss += loss, one backward() on the sum", lambda loss: loss, b
 #
 # 它从相同的初始权重出发训练两次，第二次每个微批量都调用一次调度器的
 # ``step()``。两次运行都记录每次更新的损失：它那个窗口里全部真实词元的平均损失。
+# 只有第二次运行过滤掉调度器的那条警告（上文已经展示过）：在正确的循环里，它意味着
+# 第一次更新被跳过了。
 
 
 def train(model, scheduler_step_every_micro_batch=False):
@@ -609,8 +718,10 @@ def train(model, scheduler_step_every_micro_batch=False):
     scaler = torch.amp.GradScaler(device.type)
     losses = []
     with warnings.catch_warnings():
-        # 错误写法的那条警告，上文已经展示过。
-        warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler.step\(\)` before")
+        if scheduler_step_every_micro_batch:
+            # 这种写法的警告，上文已经展示过。在正确的循环里，它意味着 GradScaler
+            # 跳过了第一次更新，所以在那里保留它。
+            warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler.step\(\)` before")
         for epoch in range(EPOCHS):
             for window in windows:
                 window_tokens = real_tokens(sequences_of(window))
@@ -670,13 +781,16 @@ plt.show()
 #   之后执行一次 ``scaler.unscale_``、梯度裁剪、``scaler.step`` 和
 #   ``scaler.update``。反缩放两次会报错。
 # * 只裁剪一次，在 ``unscale_`` 之后，裁剪的是梯度之和：在微批量循环内部裁剪会
-#   改变梯度的方向，在 ``unscale_`` 之前裁剪会让梯度再除以一次缩放因子。
-# * 每次更新调用一次调度器的 ``step()``，预热按更新步计数。
+#   改变梯度的方向，在 ``unscale_`` 之前裁剪会让梯度再除以一次缩放因子（用 Adam 时
+#   还看不出任何迹象）。
+# * 每次更新调用一次调度器的 ``step()``，预热按更新步计数。``GradScaler`` 跳过的
+#   更新步，仍会让调度往前走。
 # * 对词元（或任何在各微批量里数目不定的项），把各项的损失求和，再除以整个窗口
 #   里的项数。
 # * 除以窗口里实际有的量，最后那个较短的窗口也一样。
 # * 记录 ``loss.item()`` 或 ``loss.detach()``，并且每个微批量调用一次
 #   ``backward()``。
+# * 在窗口结束时保存检查点：两个 ``state_dict()`` 都不包含 ``.grad``。
 # * 规则本身见 :ref:`gradient_accumulation`，推广到多块 GPU 见
 #   :ref:`distributed_accumulation`，``zero_grad()`` 应该放在哪里见
 #   :ref:`zero_grad_pitfalls`。

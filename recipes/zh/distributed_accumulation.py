@@ -4,6 +4,14 @@
 在 DistributedDataParallel 中做梯度累积
 =======================================
 
+.. rubric:: 你将学到
+
+* 用了 ``no_sync()`` 之后，累积得到的梯度就等于在单个进程中对整批数据算出的梯度；
+* 每个更新步调用多少次 all-reduce（用 DDP 的通信钩子来数），以及每个更新步耗时多少；
+* 文档里提醒过的陷阱：只把 ``backward()`` 放进 ``no_sync()``，每个微批量照样
+  做 all-reduce；
+* 模型分片时（FSDP2）的同一种做法，以及它省不掉的 all-gather。
+
 数据并行训练在多个进程里各放一份模型副本，这些进程称为「工作进程」。每个工作进程
 只处理一批数据中属于自己的那一份；``torch.nn.parallel.DistributedDataParallel``
 （DDP）在 ``backward()`` 期间用 all-reduce（全归约）把所有工作进程的梯度取平均，
@@ -13,13 +21,7 @@
 
 ``model.no_sync()`` 可以为最后一个之前的那些微批量关掉这个 all-reduce。本教程
 真正地运行 DDP：两个进程，在 CPU 上使用 ``gloo`` 后端；如果机器上有两块 GPU，
-则在 GPU 上使用 ``nccl``。本教程展示：
-
-* 用了 ``no_sync()`` 之后，累积得到的梯度就等于在单个进程中对整批数据算出的梯度；
-* 每个更新步调用多少次 all-reduce（用 DDP 的通信钩子来数），以及每个更新步耗时多少；
-* 文档里提醒过的陷阱：只把 ``backward()`` 放进 ``no_sync()``，每个微批量照样
-  做 all-reduce；
-* 模型分片时（FSDP2）的同一种做法。
+则在 GPU 上使用 ``nccl``。
 
 这个脚本本身就是一个真正的分布式程序。用
 ``torchrun --nproc_per_node=2 distributed_accumulation.py`` 启动时，它作为其中
@@ -40,6 +42,7 @@ import sys
 import tempfile
 import time
 import traceback
+import warnings
 from contextlib import nullcontext
 from pathlib import Path
 
@@ -54,6 +57,7 @@ import torch.optim as optim
 from torch.distributed.algorithms.ddp_comm_hooks import default_hooks
 from torch.distributed.device_mesh import init_device_mesh
 from torch.distributed.fsdp import fully_shard
+from torch.distributed.tensor.debug import CommDebugMode
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 # %%
@@ -240,43 +244,75 @@ def measure(accumulate, rank, world_size, device):
 
 
 # %%
-# 对于分片的模型，FSDP2 的 ``fully_shard`` 把每个参数及其梯度切分到各个工作进程上；
-# 它的反向传播不对梯度做 all-reduce，而是做 reduce-scatter（归约-分散）：每个
+# 对于分片的模型，FSDP2 的 ``fully_shard`` 把每个参数及其梯度切分到各个工作进程上。
+# 每一层在做前向传播和反向传播之前，先从各个分片 all-gather（全收集）出完整的参数；
+# 反向传播不对梯度做 all-reduce，而是做 reduce-scatter（归约-分散）：每个
 # 工作进程只收到自己那一片梯度在所有工作进程上的平均值。它用于梯度累积的开关是
-# ``model.set_requires_gradient_sync(False)``，在每个不该通信的微批量做前向传播
-# 之前设置。``full_tensor()`` 把分片的梯度重新拼成完整的张量，以便比较。
+# ``model.set_requires_gradient_sync(False)``。FSDP2 在反向传播中才读取这个开关，
+# 所以与 DDP 的 ``no_sync()`` 不同，只要在每个不该归约梯度的微批量调用
+# ``backward()`` 之前设置即可；下面的代码就是在前向传播之后才设置的。它关掉的只是
+# reduce-scatter：每个微批量的 all-gather 照样进行，除非再用
+# ``model.set_reshard_after_backward(False)`` 让完整的参数在这些反向传播之后保留
+# 下来，代价是它们占用的内存。
+#
+# ``fsdp2_accumulate`` 用三种方式累积第 0 步：每次反向传播都通信；关掉梯度同步，
+# 直到最后一个微批量；再把重新分片也关掉。``CommDebugMode`` 是 PyTorch 用来调试集合
+# 通信的工具，它统计四个微批量中的 all-gather 和 reduce-scatter 次数。
+# ``full_tensor()`` 把分片的梯度重新拼成完整的张量，以便比较。
 
 
-def fsdp2_gradient(rank, world_size, device):
+def fsdp2_accumulate(rank, world_size, device, sync_only_last, keep_unsharded):
+    """FSDP2 下第 0 步的梯度，以及它的 K 个微批量中的集合通信调用次数。"""
     model = make_model().to(device)
     mesh = init_device_mesh(device.type, (world_size,))
     for layer in model:
         if isinstance(layer, nn.Linear):
             fully_shard(layer, mesh=mesh)
     fully_shard(model, mesh=mesh)
-    for i, (inputs, targets) in enumerate(my_micro_batches(0, rank, world_size, device)):
-        model.set_requires_gradient_sync(i == K - 1)  # 只在最后一次反向传播中通信
-        loss = criterion(model(inputs), targets)
-        (loss / K).backward()
-    return torch.cat([p.grad.full_tensor().flatten() for p in model.parameters()]).cpu()
+    with CommDebugMode() as comm_mode, warnings.catch_warnings():
+        # CommDebugMode 给每个模块都挂上钩子，于是 FSDP2 把每个输出都看作视图，并警告
+        # 对它的原地修改；这里没有任何原地修改输出的操作。
+        warnings.filterwarnings("ignore", message="FSDP2-wrapped module .* returned a view tensor")
+        for i, (inputs, targets) in enumerate(my_micro_batches(0, rank, world_size, device)):
+            last = i == K - 1
+            loss = criterion(model(inputs), targets)
+            # 两个开关都在 backward() 中读取：在前向传播之后设置也来得及。
+            model.set_requires_gradient_sync(last or not sync_only_last)
+            model.set_reshard_after_backward(last or not keep_unsharded)
+            (loss / K).backward()
+    calls = {str(op): count for op, count in comm_mode.get_comm_counts().items()}
+    return {"gradient": torch.cat([p.grad.full_tensor().flatten() for p in model.parameters()]).cpu(),
+            "all-gathers": sum(count for op, count in calls.items() if "allgather" in op),
+            "reduce-scatters": sum(count for op, count in calls.items() if "reduce_scatter" in op)}
+
+
+FSDP2_LOOPS = {
+    "sync every micro-batch": dict(sync_only_last=False, keep_unsharded=False),
+    "set_requires_gradient_sync": dict(sync_only_last=True, keep_unsharded=False),
+    "and set_reshard_after_backward": dict(sync_only_last=True, keep_unsharded=True),
+}
 
 
 # %%
 # ``run_worker`` 是一个工作进程要做的全部事情：与其他进程会合（组成「进程组」），
 # 选定设备，完成测量，然后离开进程组。设置了超时之后，一个等待已死工作进程的集合
-# 通信调用会在 60 秒后报错，而不是永远等下去。
+# 通信调用会在 60 秒后报错，而不必等到 torch.distributed 的默认超时：30 分钟，
+# 用 NCCL 时是 10 分钟（下面和结果一起打印）。
+
+PROCESS_GROUP_TIMEOUT = datetime.timedelta(seconds=60)
 
 
 def run_worker(rank, local_rank, world_size, init_method):
     dist.init_process_group(BACKEND, init_method=init_method, rank=rank, world_size=world_size,
-                            timeout=datetime.timedelta(seconds=60))
+                            timeout=PROCESS_GROUP_TIMEOUT)
     device = torch.device("cuda", local_rank) if BACKEND == "nccl" else torch.device("cpu")
     if device.type == "cuda":
         torch.cuda.set_device(device)
     results = {"device": str(device), "backend": dist.get_backend(), "world size": world_size}
     for name, accumulate in ACCUMULATION_LOOPS.items():
         results[name] = measure(accumulate, rank, world_size, device)
-    results["FSDP2"] = fsdp2_gradient(rank, world_size, device)
+    results["FSDP2"] = {name: fsdp2_accumulate(rank, world_size, device, **switches)
+                        for name, switches in FSDP2_LOOPS.items()}
     dist.destroy_process_group()
     return results
 
@@ -354,6 +390,10 @@ else:
 
 print(f"Using device: {results['device']}")
 print(f"Backend: {results['backend']}, world size: {results['world size']}")
+default_timeout, nccl_timeout = dist.constants.default_pg_timeout, dist.constants.default_pg_nccl_timeout
+print(f"Process-group timeout: {PROCESS_GROUP_TIMEOUT.total_seconds():.0f} s here; torch.distributed's default: "
+      f"{default_timeout.total_seconds() / 60:.0f} min"
+      + (f", {nccl_timeout.total_seconds() / 60:.0f} min with NCCL" if nccl_timeout else ""))
 
 # %%
 # 你正在阅读的这个页面是在 CPU 上构建的，所以它的两个工作进程用的是 ``gloo`` 后端。
@@ -446,17 +486,25 @@ plt.show()
 # 分片的模型：FSDP2
 # -----------------
 #
-# 对 FSDP2 模型做同样的检查；它在同一次运行中用
-# ``set_requires_gradient_sync(False)`` 做了累积。
+# 对在同一次运行中做了累积的 FSDP2 模型做同样的检查，并列出 rank 0 上它们四个
+# 微批量的集合通信调用次数。
 
-compare("FSDP2, set_requires_gradient_sync == full batch", results["FSDP2"], reference)
+for name in ("set_requires_gradient_sync", "and set_reshard_after_backward"):
+    compare(f"FSDP2, {name} == full batch", results["FSDP2"][name]["gradient"], reference)
+print(f"{'FSDP2 accumulation':<34}{'all-gathers':>13}{'reduce-scatters':>17}")
+for name, calls in results["FSDP2"].items():
+    print(f"{name:<34}{calls['all-gathers']:>13}{calls['reduce-scatters']:>17}")
 
 # %%
-# FSDP2 也能在 CPU 上用 ``gloo`` 运行，累积出的梯度同样正确。不过有内存上的代价：
+# FSDP2 也能在 CPU 上用 ``gloo`` 运行，累积出的梯度同样正确。关掉梯度同步后，只有
+# 最后一次反向传播做 reduce-scatter，每个分片的层一次；但 all-gather 的次数和开着
+# 同步时一样多：每个微批量的前向传播和反向传播都要重新收集参数。在反向传播之后保留
+# 完整的参数，就省掉了接下来那些前向传播中的 all-gather，如最后一行所示。不过有内存上的代价：
 # 同步关闭期间，每个工作进程为 **整个** 参数（而不只是自己的分片）保存到目前为止
 # 各微批量的梯度，直到最后一次反向传播把它 reduce-scatter 出去。这正是分片本想
 # 省下的内存：如果完整的梯度放不下，就让同步保持开启，每个微批量都做
-# reduce-scatter，代价是 ``K`` 倍的通信量。
+# reduce-scatter，代价是 ``K`` 倍的通信量。``set_reshard_after_backward(False)``
+# 还要在这之上再加上完整参数占用的内存。
 #
 # 小结
 # ----
@@ -466,7 +514,9 @@ compare("FSDP2, set_requires_gradient_sync == full batch", results["FSDP2"], ref
 #   进程之间取平均。
 # * 只把 ``backward()`` 放进 ``no_sync()``，挡不住 all-reduce：DDP 在前向传播中
 #   就已经决定要做 all-reduce。梯度是对的，通信量却是所需的 ``K`` 倍。
-# * FSDP2 中对应的做法是 ``model.set_requires_gradient_sync(False)``。
+# * FSDP2 中对应的做法是 ``model.set_requires_gradient_sync(False)``，它在
+#   ``backward()`` 中读取。它省掉的是 reduce-scatter，而不是 all-gather；
+#   ``set_reshard_after_backward(False)`` 以内存为代价，也省掉一部分 all-gather。
 # * ``torchrun --nproc_per_node=N`` 会把这个脚本本身作为 ``N`` 个工作进程运行。
 # * :ref:`accumulation_in_practice` 把梯度累积放进一个真正的训练循环，而
 #   :ref:`zero_grad_pitfalls` 说明 ``zero_grad()`` 在其中应该放在哪里。

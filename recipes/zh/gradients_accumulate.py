@@ -4,8 +4,16 @@
 梯度是怎样累积的
 ================
 
-``loss.backward()`` 并不是把算出的梯度 **写入** 张量的 ``.grad`` 属性，而是
-**加到** 它上面。之前的反向传播留下的值，仍然是这个和的一部分。优化器的
+.. rubric:: 你将学到
+
+* ``backward()`` 会把梯度加到 ``.grad`` 上，以及优化器的更新步怎样使用这个和；
+* ``optimizer.zero_grad()`` 做了什么，设为 ``None`` 和填成零有什么不同；
+* 对同一张计算图第二次调用 ``backward()``，什么时候会报错，什么时候会悄悄地再加一遍；
+* 怎样求梯度而不把它累积到 ``.grad`` 里。
+
+``loss.backward()`` 并不会覆盖张量的 ``.grad`` 属性，而是把新算出的梯度 **加到**
+其中已有的值上；只有 ``.grad`` 还是 ``None`` 时，才直接写入。之前的反向传播留下的值，
+仍然是这个和的一部分。优化器的
 ``step()`` 直接使用此刻 ``.grad`` 里的值；如果中间没有清零 ``.grad``，每次更新
 依据的就是以往所有梯度的总和，而不是当前这一次的梯度。
 
@@ -111,12 +119,15 @@ print(f"x.grad after zero_grad(set_to_none=False): {x.grad}")
 # %%
 # 无论用哪种方式，下一次 ``backward()`` 之后 ``.grad`` 里的梯度都一样。区别在别处：
 #
-# * 设为 ``None`` 会释放梯度占用的内存，直到下一次反向传播才重新分配；而且那次反向
-#   传播直接写入结果，不必再加到一个全零张量上。
-# * 优化器会跳过 ``.grad`` 为 ``None`` 的参数，却会照常更新 ``.grad`` 为零的参数。
-#   对普通的 SGD 来说，零梯度不会让参数移动；但如果用了权重衰减，或者之前的更新步
-#   还留有动量或 Adam 的滑动平均值，零梯度仍然会让参数移动
-#   （《:ref:`zero_grad_pitfalls`》演示了这一点）。
+# * 设为 ``None`` 会让优化器不再引用这些梯度：只要没有别的对象还引用着它们，它们占用
+#   的内存就会还给分配器，直到下一次反向传播才重新分配；而且那次反向传播直接写入结果，
+#   不必再加到一个全零张量上。
+# * 逐个参数更新的优化器（SGD、Adam、AdamW、RMSprop 等）会跳过 ``.grad`` 为
+#   ``None`` 的参数，却会照常更新 ``.grad`` 为零的参数。对普通的 SGD 来说，零梯度
+#   不会让参数移动；但如果用了权重衰减，或者之前的更新步还留有动量或 Adam 的滑动
+#   平均值，零梯度仍然会让参数移动。``LBFGS`` 沿同一个方向更新它的全部参数，它把
+#   ``None`` 当作零梯度，仍可能让这个参数移动（《:ref:`zero_grad_pitfalls`》演示了
+#   这两点）。
 # * 在 ``zero_grad()`` 之后读取 ``.grad`` 的代码（比如记录梯度范数的代码）必须能
 #   处理 ``None``。
 #
@@ -126,7 +137,7 @@ print(f"x.grad after zero_grad(set_to_none=False): {x.grad}")
 # 前向传播会记录一张 **计算图**：``loss`` 是经过哪些运算从 ``x`` 得到的，以及这些
 # 运算求梯度时需要的中间值。为了节省内存，``backward()`` 会边算边释放这些中间值，
 # 所以对同一个 ``loss`` 第二次调用它时，一旦需要用到其中某个值就会报错，这里正是
-# 如此：
+# 如此（``100 * x`` 的梯度要用到保存下来的因子 100）：
 
 optimizer.zero_grad()
 loss = (100 * x).sum()
@@ -136,6 +147,17 @@ try:
 except RuntimeError as error:
     # 错误信息很长，第一句就说明了问题所在
     print(f"second backward on the same graph: RuntimeError: {str(error).split('. ')[0]}")
+
+# %%
+# 不过，不能指望这个错误来保护你。如果计算图中的运算什么都没有保存，比如
+# ``(x + 1).sum()`` 的计算图，那么不加 ``retain_graph`` 也可以再反向传播一次，
+# 不会报任何错，第二次调用会悄悄地把同样的梯度再加一遍：
+
+optimizer.zero_grad()
+loss = (x + 1).sum()
+loss.backward()
+loss.backward()  # 不报错：什么都没有保存，也就没有什么被释放
+print(f"x.grad after two backward() calls on (x + 1).sum(): {x.grad}")
 
 # %%
 # 错误信息的后半部分建议使用 ``retain_graph=True``，它让计算图在反向传播之后继续
@@ -176,8 +198,36 @@ print(f"backward passes through y, summed: {passes}")
 # ``retain_graph=True``：要在相加之前分别拿到每个损失的梯度（分别记录、比较或裁剪），
 # 或者要对同一张计算图多次调用 ``torch.autograd.grad``，例如一次求雅可比矩阵的一行。
 # ``create_graph=True`` 会为反向传播本身再建一张计算图，用来求梯度的梯度；它同样会
-# 保留原来的计算图，因为 ``retain_graph`` 的默认值就取 ``create_graph`` 的值。
+# 保留原来的计算图，因为 ``retain_graph`` 的默认值就取 ``create_graph`` 的值。此外，
+# 它会让 ``backward()`` 用一个存放和的新张量替换 ``.grad``，而不是原地相加；代码若
+# 还引用着原来的 ``.grad`` 张量，就看不到新的梯度。
 #
+# 不经过 ``.grad`` 求梯度
+# -----------------------
+#
+# 如果需要梯度，却不希望它累积，那就根本不必用 ``.grad``。
+# ``torch.autograd.grad(loss, inputs)`` 直接返回梯度，不碰 ``.grad``；
+# ``loss.backward(inputs=[...])`` 只累积到列出的那些张量的 ``.grad`` 里，其他叶子张量
+# 一概不动（比如可以用它让一个损失不影响另一个网络的梯度）。``torch.func.grad`` 是
+# 前者的函数式写法。下面先做一次 ``backward()``，让 ``x.grad`` 里是 100；接着调用两次
+# ``torch.autograd.grad``，``x.grad`` 仍是 100；最后对一个同时依赖 ``x`` 和新叶子张量
+# ``z`` 的损失调用 ``backward(inputs=[z])``，只有 ``z.grad`` 被填写。
+
+optimizer.zero_grad()
+(100 * x).sum().backward()
+for _ in range(2):
+    (gradient,) = torch.autograd.grad((100 * x).sum(), x)
+print(f"torch.autograd.grad, called twice, returns: {gradient}")
+print(f"x.grad after the two torch.autograd.grad calls: {x.grad}")
+
+z = torch.tensor([3.0], requires_grad=True, device=device)
+optimizer.zero_grad()
+loss = (100 * x).sum() + (10 * z).sum()
+loss.backward(inputs=[z])
+print(f"after loss.backward(inputs=[z]): z.grad = {z.grad}, x.grad = {x.grad}")
+
+# %%
+
 # 多次迭代中的 ``.grad``
 # ----------------------
 #
@@ -226,12 +276,16 @@ plt.show()
 # 小结
 # ----
 #
-# * ``backward()`` 把算出的梯度加到 ``.grad`` 上，从不替换原有的值。
+# * ``backward()`` 把算出的梯度加到 ``.grad`` 已有的值上；只有 ``.grad`` 是
+#   ``None`` 时才直接写入。
 # * ``optimizer.step()`` 直接使用 ``.grad`` 里的值，不管里面累积了多少。
 # * ``optimizer.zero_grad()`` 把 ``.grad`` 设为 ``None``（传入 ``set_to_none=False``
 #   时则填成零），让下一次反向传播从头开始。
 # * 两个损失共用一张计算图时，对它们的和做反向传播。``retain_graph=True`` 留给需要
-#   单独拿到每个损失梯度的场合；无论哪种做法，梯度都会在 ``.grad`` 里加起来。
+#   单独拿到每个损失梯度的场合；无论哪种做法，梯度都会在 ``.grad`` 里加起来。对一张
+#   什么都没有保存的计算图第二次调用 ``backward()``，不会报错，而是把梯度再加一遍。
+# * ``torch.autograd.grad`` 和 ``backward(inputs=...)`` 求出梯度，但不会把它累积到
+#   每个 ``.grad`` 里。
 #
 # 不断累积的梯度会对正在训练的模型造成什么影响，请看
 # 《:ref:`linear_regression_without_zero_grad`》。

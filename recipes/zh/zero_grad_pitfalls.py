@@ -4,18 +4,23 @@
 zero_grad() 该放在哪里，它又不能做什么
 ======================================
 
-``optimizer.zero_grad()`` 只有一行，但它放在哪里、清零的是哪些梯度，仍然很要紧。
-本教程把下面每一种情况都实际运行一遍，并打印出证据：
+.. rubric:: 你将学到
 
-* 放在循环开头和紧跟在 ``optimizer.step()`` 之后，两者等价；放在
+* ``zero_grad()`` 放在循环开头和紧跟在 ``optimizer.step()`` 之后，两者等价；放在
   ``loss.backward()`` 和 ``optimizer.step()`` 之间，则会悄无声息地让训练失效；
+  用 ``LBFGS`` 时，它应当放在闭包里；
 * 优化器并不掌管全部参数时，``model.zero_grad()`` 和 ``optimizer.zero_grad()``
-  清零的梯度并不相同，生成器和判别器各用一个优化器就是这种情况；
-* 在默认的 ``set_to_none=True`` 下，优化器会跳过没有得到梯度的参数；而用了权重
-  衰减，或者用了动量或 Adam 且之前已经有过更新步时，零梯度仍然会让参数移动；
+  清零的梯度并不相同，生成器和判别器各用一个优化器就是这种情况；而用
+  ``retain_grad()`` 保留下来的非叶子张量的梯度，两者都不会清零；
+* 在默认的 ``set_to_none=True`` 下，SGD、Adam 等逐个参数更新的优化器会跳过没有
+  得到梯度的参数；而用了权重衰减，或者用了动量或 Adam 且之前已经有过更新步时，
+  零梯度仍然会让参数移动；``LBFGS`` 则无论哪种情况都会移动它；
 * ``zero_grad()`` 对推理毫无帮助：要让 autograd 不再为一次不会发生的反向传播
   保存张量，靠的是 ``torch.no_grad()`` 和 ``torch.inference_mode()``；
 * 默认的 ``set_to_none=True`` 比写入零开销更小，这里在 ResNet-18 上实际计时。
+
+``optimizer.zero_grad()`` 只有一行，但它放在哪里、清零的是哪些梯度，仍然很要紧。
+本教程把每一种情况都实际运行一遍，并打印出证据。
 """
 
 # %%
@@ -25,13 +30,14 @@ zero_grad() 该放在哪里，它又不能做什么
 # 需要 PyTorch、torchvision（只用到 ResNet-18 的网络结构，不下载任何权重）和
 # matplotlib。有 CUDA GPU 时在 GPU 上运行，否则在 CPU 上运行，整个脚本运行几秒钟。
 #
-# 设定了随机种子后，只要在同一台机器上、使用相同的 PyTorch 版本和线程数，除计时
-# 以外的每个数字每次运行都相同。在 GPU 上得到的数字则不一样：CUDA 有自己的随机数生成器，
-# 连随机生成的数据都和 CPU 上的不同，GPU 核函数的舍入也不同。在同一块 GPU 上重复
-# 运行，结果通常也一致，但只有 ``torch.use_deterministic_algorithms(True)`` 才会让
-# PyTorch 在有确定性实现的地方采用它，在没有的地方直接报错（举一个例子：默认情况下，对于本教程末尾那个
-# ResNet-18 中卷积的反向传播，cuDNN 可能选用非确定性的算法）。每一节要说明的结论，
-# 在哪种设备上都成立。
+# .. note::
+#    设定了随机种子后，只要在同一台机器上、使用相同的 PyTorch 版本和线程数，除计时
+#    以外的每个数字每次运行都相同。在 GPU 上得到的数字则不一样：CUDA 有自己的随机数生成器，
+#    连随机生成的数据都和 CPU 上的不同，GPU 核函数的舍入也不同。在同一块 GPU 上重复
+#    运行，结果通常也一致，但只有 ``torch.use_deterministic_algorithms(True)`` 才会让
+#    PyTorch 在有确定性实现的地方采用它，在没有的地方直接报错（举一个例子：默认情况下，对于本教程末尾那个
+#    ResNet-18 中卷积的反向传播，cuDNN 可能选用非确定性的算法）。每一节要说明的结论，
+#    在哪种设备上都成立。
 
 import contextlib
 import copy
@@ -137,6 +143,48 @@ print("zero_grad() between backward() and step(), weights changed:",
 # 更新就是零；对这里的动量也是如此，因为动量从来没有接收过真正的梯度。零梯度在
 # 什么时候确实会让参数移动，见下文讲 ``set_to_none`` 的一节。
 #
+# 用闭包时：``LBFGS`` 要在闭包里清零
+# ----------------------------------
+#
+# ``optim.LBFGS`` 并不是用一个梯度迈一步。它的 ``step(closure)`` 会按线搜索的需要
+# 多次调用闭包（闭包负责计算损失并调用 ``backward()``），每个更新步最多调用
+# ``max_iter`` 次（默认 20 次），并在每次调用之后读取 ``.grad``。所以
+# ``zero_grad()`` 应当放在闭包里。如果像上面的循环那样每次 ``step()`` 只清零一次，
+# 同一个更新步里各次求值的梯度就会加在一起，除第一次以外，每次求值看到的都是一个和。
+# ``train_lbfgs`` 用两种写法对同一个线性回归各训练 3 个更新步，并统计闭包被调用的次数。
+
+
+def train_lbfgs(model, zero_grad_in_closure, steps=3):
+    """用 LBFGS 拟合 ``model``，返回最终损失和闭包运行的次数。"""
+    optimizer = optim.LBFGS(model.parameters(), lr=1.0)
+    calls = 0
+
+    def closure():
+        nonlocal calls
+        calls += 1
+        if zero_grad_in_closure:
+            optimizer.zero_grad()
+        loss = criterion(model(x), y)
+        loss.backward()
+        return loss
+
+    for _ in range(steps):
+        if not zero_grad_in_closure:
+            optimizer.zero_grad()  # 对 LBFGS 来说是错的：step() 会多次调用 closure()
+        optimizer.step(closure)
+    return criterion(model(x), y).item(), calls
+
+
+for where, in_closure in [("inside the closure", True), ("once per step()", False)]:
+    loss, calls = train_lbfgs(copy.deepcopy(untrained), in_closure)  # 用副本：新建模型会抽取随机数
+    print(f"LBFGS, zero_grad() {where}: loss after 3 steps {loss:.4g}, closure calls {calls}")
+
+# %%
+# 在闭包里调用 ``zero_grad()`` 时，LBFGS 只调用几次闭包，就把损失降到了数据噪声的
+# 水平。每次 ``step()`` 只清零一次时，每一次线搜索面对的都是越积越大的过时梯度之和：
+# 它用完了所有调用次数，还把损失推到远高于起点的地方，起点即前面打印的
+# ``loss before training``。
+#
 # ``model.zero_grad()`` 还是 ``optimizer.zero_grad()``？
 # ------------------------------------------------------
 #
@@ -173,6 +221,32 @@ for name, zero_grad in [("optimizer.zero_grad()", lambda model, optimizer: optim
                         ("model.zero_grad()", lambda model, optimizer: model.zero_grad())]:
     norms = first_layer_gradient_norms(zero_grad)
     print(f"{name}: first layer .grad norm after step 1: {norms[0]:.3f}, after step 10: {norms[-1]:.3f}")
+
+# %%
+# 两者都不清零的梯度：``retain_grad()``
+# ~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~
+#
+# autograd 只为叶子张量填写 ``.grad``。对模型内部算出的张量调用 ``retain_grad()``
+# （比如为了查看某个激活值的梯度），它也会有 ``.grad``，而且这个 ``.grad`` 和其他
+# 梯度一样会累积：下面对同一张计算图调用两次 ``backward()``（第一次加上
+# ``retain_graph=True``），隐藏层的 ``.grad`` 里就是两倍的梯度。
+# ``optimizer.zero_grad()`` 和 ``model.zero_grad()`` 都不知道这个张量，所以都不会
+# 动它。要么自己把它的 ``.grad`` 设为 ``None``，要么照常在下一次前向传播中重新计算
+# 这个激活值：那是一个新张量，还没有 ``.grad``。
+
+model = copy.deepcopy(small_network)
+optimizer = optim.SGD(model.parameters(), lr=0.05)
+hidden = model[:2](x)  # 第一层及其后的 Tanh：不是叶子张量
+hidden.retain_grad()
+loss = criterion(model[2](hidden), y)
+loss.backward(retain_graph=True)
+after_one = hidden.grad.norm().item()
+loss.backward()
+after_two = hidden.grad.norm().item()
+optimizer.zero_grad()
+model.zero_grad()
+print(f"non-leaf hidden.grad norm after one backward(): {after_one:.4f}, after two: {after_two:.4f}, "
+      f"after optimizer.zero_grad() and model.zero_grad(): {hidden.grad.norm().item():.4f}")
 
 # %%
 # 两个优化器，一张计算图
@@ -283,8 +357,8 @@ for name, make_optimizer in [("Adam(lr=1e-3)", lambda params: optim.Adam(params,
 # 从 PyTorch 2.0 起，``zero_grad()`` 默认把 ``.grad`` 设为 ``None``，而不是填上零。
 # 对大多数训练循环来说两者可以互换，因为 ``backward()`` 会重新给每个参数算出梯度。
 # 但对于在某些更新步中没有参与计算的参数，两者就不一样了，例如模型中没有走到的分支，
-# 或者混合专家（mixture-of-experts）模型中这一步没有分到任何输入的专家。优化器会跳过
-# ``.grad`` 为 ``None`` 的参数；而零梯度终究还是梯度：动量会带着之前各步的速度继续
+# 或者混合专家（mixture-of-experts）模型中这一步没有分到任何输入的专家。SGD、Adam
+# 等逐个参数更新的优化器会跳过 ``.grad`` 为 ``None`` 的参数；而零梯度终究还是梯度：动量会带着之前各步的速度继续
 # 前进，权重衰减仍会让权重缩小，Adam 仍会按它对以往梯度的滑动平均值继续更新。
 #
 # ``idle_trajectory`` 让一个初始值为 1 的权重先用梯度 1 走一个真正的更新步，再走
@@ -335,6 +409,35 @@ axes[0].legend(loc="lower left", fontsize="small")
 fig.suptitle("第 1 步之后权重不再得到梯度（阴影部分）：零梯度让它移动，None 则不会")
 fig.tight_layout()
 plt.show()
+
+# %%
+# ``LBFGS`` 是个例外。它把全部参数当作一个向量，拼接这个向量时把 ``None`` 梯度换成
+# 零，再让整个向量沿着由以往各步梯度构造的方向前进。所以，一个参加过之前各步的参数，
+# 即使在某一步里 ``.grad`` 是 ``None``，也会移动。``lbfgs_idle_step`` 对 ``used``
+# 和 ``idle`` 两个张量的平方和做 3 个更新步，然后用一个不含 ``idle`` 的损失再做一步。
+
+
+def lbfgs_idle_step(steps=3):
+    """返回 ``idle`` 的 ``.grad``，以及 LBFGS 在一个不含 ``idle`` 的损失上迈一步时它移动了多远。"""
+    used = torch.tensor([1.0, -2.0], device=device, requires_grad=True)
+    idle = torch.tensor([3.0], device=device, requires_grad=True)
+    optimizer = optim.LBFGS([used, idle], lr=0.5, max_iter=1)
+
+    def closure(tensors):
+        optimizer.zero_grad()  # set_to_none=True：损失里没有 idle 时，idle.grad 是 None
+        loss = sum((t ** 2).sum() for t in tensors)
+        loss.backward()
+        return loss
+
+    for _ in range(steps):
+        optimizer.step(lambda: closure([used, idle]))
+    before = idle.item()
+    optimizer.step(lambda: closure([used]))
+    return idle.grad, idle.item() - before
+
+
+idle_grad, idle_moved = lbfgs_idle_step()
+print(f"LBFGS, a step in which idle.grad is {idle_grad}: idle moved by {idle_moved:.4f}")
 
 # %%
 # 推理需要的是 ``no_grad()``，而不是 ``zero_grad()``
@@ -438,8 +541,11 @@ for name, mode in MODES.items():
 # ---------------------------------
 #
 # 用零填充梯度，要写入每个梯度的每一个元素，写入的数字和模型的参数一样多。设为
-# ``None`` 则什么都不用写，还会把这块内存交还给分配器，直到下一次 ``backward()``；
-# 届时每个梯度都重新创建，而不是加到一个全零的张量上。这就是 ``set_to_none=True``
+# ``None`` 则什么都不用写，只是让优化器不再引用每个梯度：只要没有别的对象还引用着它
+# （下面的列表 ``gradients`` 就引用着，以便计时时把梯度放回去；启用
+# ``gradient_as_bucket_view=True`` 的 DDP 的通信桶也是如此），这块内存就会交还给
+# 分配器，直到下一次 ``backward()``；届时每个梯度都重新创建，而不是加到一个全零的
+# 张量上。这就是 ``set_to_none=True``
 # 在 PyTorch 2.0 中成为默认值的原因。
 #
 # 为了在一个规模接近实际的模型上测量，我们用随机权重构建一个 ResNet-18
@@ -496,25 +602,26 @@ print(f"set_to_none=False takes {ratio:.1f}x as long as set_to_none=True")
 # 没有多大区别，表中的数字也说明了这一点：``_foreach_zero_`` 的 CPU 版本仍然一个张量接一个
 # 张量地清零。注意，默认的 ``foreach=None`` 并不够：在 CUDA 上，``step()`` 这时会
 # 自行选用 foreach 实现，但 ``zero_grad()`` 只看创建优化器时传入的值。无论在哪种
-# 设备上，``set_to_none=True`` 还会交还梯度占用的内存（在 GPU 上是交还给 PyTorch
-# 的缓存分配器），直到下一次 ``backward()``。
+# 设备上，只要没有别的对象还引用着这些梯度，``set_to_none=True`` 还会交还它们占用的
+# 内存（在 GPU 上是交还给 PyTorch 的缓存分配器），直到下一次 ``backward()``。
 #
 # 默认值的代价是：在 ``zero_grad()`` 之后读取 ``.grad`` 的代码必须考虑它为
 # ``None`` 的情况；另外，如上文所示，没有梯度的参数会被优化器跳过，而不是按零梯度
-# 更新。
+# 更新（``LBFGS`` 除外）。
 #
 # 小结
 # ----
 #
 # * 在循环开头或紧跟在 ``optimizer.step()`` 之后调用 ``optimizer.zero_grad()``；
 #   千万不要放在 ``loss.backward()`` 和 ``optimizer.step()`` 之间，那样每个更新步
-#   都什么也不做。
+#   都什么也不做。用 ``LBFGS`` 时，在闭包里调用它。
 # * ``optimizer.zero_grad()`` 只清零优化器自己那些参数的梯度。如果有参数不在优化器里，
 #   或者一张计算图上有好几个优化器，就在每组参数自己的 ``backward()`` 之前清零
-#   它们的梯度，或者对不该让另一个网络看到的张量调用 ``detach()``。
-# * 默认的 ``set_to_none=True`` 开销更小，还让优化器跳过没有得到梯度的参数；
-#   换成零梯度，用了权重衰减，或者用了动量或 Adam 且之前已经有过更新步时，参数
-#   仍会移动。
+#   它们的梯度，或者对不该让另一个网络看到的张量调用 ``detach()``。用
+#   ``retain_grad()`` 保留的梯度，两者都不会清零。
+# * 默认的 ``set_to_none=True`` 开销更小，还让 SGD、Adam 等逐个参数更新的优化器
+#   跳过没有得到梯度的参数；换成零梯度，用了权重衰减，或者用了动量或 Adam 且之前
+#   已经有过更新步时，参数仍会移动。``LBFGS`` 则无论哪种情况都会移动它。
 # * 推理时请用 ``torch.no_grad()`` 或 ``torch.inference_mode()``，因为
 #   ``zero_grad()`` 并不会关掉 autograd。
 # * 有时梯度是有意累积的：见《:ref:`gradient_accumulation`》。
