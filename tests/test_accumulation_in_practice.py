@@ -102,8 +102,43 @@ def test_scheduler_stepped_every_micro_batch_runs_too_fast(recipe_run, lang):
     assert right[3] == "never"  # the right schedule reaches 0 only after the last update
     assert int(wrong[2]) < int(right[2])  # warm-up over too soon
     assert int(wrong[3]) < updates / 2  # learning rate 0 for most of the training
-    warnings = re.findall(r"^  PyTorch warned: (.+)$", stdout, re.M)
-    assert warnings == ["Detected call of `lr_scheduler.step()` before `optimizer.step()`."], warnings
+    # The one warning of the schedules comes from the wrong one, printed just before its line.
+    warned = re.search(r"^  PyTorch warned: (.+)\n(.+)$", stdout, re.M)
+    assert warned, stdout
+    assert warned[1] == "Detected call of `lr_scheduler.step()` before `optimizer.step()`."
+    assert warned[2].startswith("scheduler.step() every micro-batch: "), warned[2]
+
+
+@pytest.mark.parametrize("lang", LANGUAGES)
+def test_clipping_before_unscale_hardly_shortens_an_adamw_step(recipe_run, lang):
+    stdout = recipe_run(NAME, lang).stdout
+    adamw = number(r"^AdamW: step length clipped before unscale_ / clipped after: (\S+)$", stdout)
+    sgd = number(r"^SGD: step length clipped before unscale_ / clipped after: (\S+)$", stdout)
+    scale = number(r"^clipped before unscale_: .*\(scale (\d+)\)$", stdout)
+    assert 0.1 < adamw <= 1.0  # the same order of size
+    assert 0 < sgd <= 1.01 / scale  # shrunk by the scale, or more (rounding of the weights)
+
+
+@pytest.mark.parametrize("lang", LANGUAGES)
+def test_a_skipped_step_still_advances_the_scheduler(recipe_run, lang):
+    stdout = recipe_run(NAME, lang).stdout
+    match = re.search(r"^update with an overflow: weights changed: (True|False), scale (\d+) -> (\d+), "
+                      r"learning rate (\S+) -> (\S+)\n  PyTorch warned: (.+)$", stdout, re.M)
+    assert match, stdout
+    changed, scale_before, scale_after, lr_before, lr_after, warning = match.groups()
+    assert changed == "False"  # GradScaler skipped optimizer.step()
+    assert int(scale_after) == int(scale_before) // 2
+    assert float(lr_after) > float(lr_before)  # ... but the warm-up moved on
+    assert warning == "Detected call of `lr_scheduler.step()` before `optimizer.step()`."
+
+
+@pytest.mark.parametrize("lang", LANGUAGES)
+def test_a_checkpoint_in_the_middle_of_a_window_loses_its_gradient(recipe_run, lang):
+    stdout = recipe_run(NAME, lang).stdout
+    assert re.search(r"^in the checkpoint, per parameter: the weights, and \['exp_avg', 'exp_avg_sq', 'step'\]$",
+                     stdout, re.M), stdout
+    same, difference = comparisons(stdout)["resumed in the middle of the window == whole window"]
+    assert same is False and difference > 1e-4, stdout
 
 
 @pytest.mark.parametrize("lang", LANGUAGES)

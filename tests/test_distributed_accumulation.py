@@ -79,7 +79,7 @@ def test_says_where_it_ran(recipe_run, lang):
 
 
 @pytest.mark.parametrize("lang", LANGUAGES)
-@pytest.mark.parametrize("what", LOOPS + ("FSDP2, set_requires_gradient_sync",))
+@pytest.mark.parametrize("what", LOOPS + ("FSDP2, set_requires_gradient_sync", "FSDP2, and set_reshard_after_backward"))
 def test_accumulated_gradient_is_the_full_batch_gradient(recipe_run, lang, what):
     stdout = recipe_run(NAME, lang).stdout
     same, difference = comparisons(stdout)[f"{what} == full batch"]
@@ -99,6 +99,30 @@ def test_no_sync_cuts_the_allreduce_calls_to_one_per_bucket(recipe_run, lang):
 def test_no_sync_around_backward_alone_still_allreduces_every_micro_batch(recipe_run, lang):
     rows, buckets, k = allreduce_table(recipe_run(NAME, lang).stdout)
     assert rows["no_sync: backward only"][0] == k * buckets == rows["sync every micro-batch"][0]
+
+
+@pytest.mark.parametrize("lang", LANGUAGES)
+def test_fsdp2_sync_off_saves_reduce_scatters_not_all_gathers(recipe_run, lang):
+    stdout = recipe_run(NAME, lang).stdout
+    rows = {m[1]: (int(m[2]), int(m[3])) for m in re.finditer(
+        r"^(gradient sync on|set_requires_gradient_sync|and set_reshard_after_backward) +(\d+) +(\d+)$",
+        stdout, re.M)}
+    assert len(rows) == 3, stdout
+    sync, no_sync, no_reshard = (rows[name] for name in
+                                 ("gradient sync on", "set_requires_gradient_sync", "and set_reshard_after_backward"))
+    k = int(re.search(r"micro-batches per step: K = (\d+)$", stdout, re.M)[1])
+    assert sync[1] == k * no_sync[1] > 0  # one reduce-scatter per sharded layer, in the last backward only
+    assert no_reshard[1] == no_sync[1]
+    assert no_sync[0] == sync[0]  # the all-gathers stay
+    assert 0 < no_reshard[0] < no_sync[0]  # keeping the parameters unsharded saves some
+
+
+@pytest.mark.parametrize("lang", LANGUAGES)
+def test_prints_its_timeout_and_the_default(recipe_run, lang):
+    stdout = recipe_run(NAME, lang).stdout
+    match = re.search(r"^Process-group timeout: (\d+) s here; torch\.distributed's default: (\d+) min", stdout, re.M)
+    assert match, stdout
+    assert int(match[1]) < 60 * int(match[2])
 
 
 @pytest.mark.parametrize("lang", LANGUAGES)

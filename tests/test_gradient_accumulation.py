@@ -119,3 +119,13 @@ def test_draws_one_figure_with_every_glyph(recipe_run, lang):
     run = recipe_run(NAME, lang)
     assert len(run.figures) == 1
     assert "missing from font" not in run.stderr, run.stderr
+
+
+@pytest.mark.parametrize("lang", LANGUAGES)
+def test_a_larger_batch_makes_fewer_updates_per_epoch(recipe_run, lang):
+    stdout = recipe_run(NAME, lang).stdout
+    updates = {int(m[1]): int(m[2]) for m in re.finditer(r"^batch of (\d+): (\d+) updates per epoch$", stdout, re.M)}
+    assert len(updates) == 2, stdout
+    small, large = sorted(updates)
+    assert updates[small] > updates[large] >= 1
+    assert updates[small] >= (large // small) * (updates[large] - 1)  # about large / small times as many

@@ -95,3 +95,20 @@ def test_grad_grows_linearly_without_zeroing_on_one_figure(recipe_run, lang):
     assert without == [n * with_[0] for n in range(1, len(without) + 1)]
     assert len(run.figures) == 1
     assert "missing from font" not in run.stderr, run.stderr
+
+
+@pytest.mark.parametrize("lang", LANGUAGES)
+def test_second_backward_without_saved_tensors_adds_again_silently(recipe_run, lang):
+    assert values(recipe_run(NAME, lang).stdout, "x.grad after two backward() calls on (x + 1).sum()") == [2.0, 2.0]
+
+
+@pytest.mark.parametrize("lang", LANGUAGES)
+def test_gradients_without_accumulating_into_grad(recipe_run, lang):
+    stdout = recipe_run(NAME, lang).stdout
+    fresh = values(stdout, "x.grad after zero_grad() and backward")
+    assert values(stdout, "torch.autograd.grad, called twice, returns") == fresh
+    assert values(stdout, "x.grad after the two torch.autograd.grad calls") == fresh  # not 3 x fresh
+    match = re.search(r"^after loss\.backward\(inputs=\[z\]\): z\.grad = tensor\(\[(\S+)\]\), x\.grad = (\S+)$",
+                      stdout, re.M)
+    assert match, stdout
+    assert float(match[1]) == 10.0 and match[2] == "None"

@@ -138,3 +138,35 @@ def test_draws_one_figure_with_every_glyph(recipe_run, lang):
 def test_page_output_has_no_cuda_compiler_warning(recipe_run, lang):
     """Sphinx-Gallery shows stderr on the page; importing torch.utils.benchmark must stay quiet."""
     assert "cpp_extension" not in recipe_run(NAME, lang).stderr
+
+
+@pytest.mark.parametrize("lang", LANGUAGES)
+def test_lbfgs_needs_zero_grad_inside_its_closure(recipe_run, lang):
+    stdout = recipe_run(NAME, lang).stdout
+    runs = {m[1]: (float(m[2]), int(m[3])) for m in re.finditer(
+        r"^LBFGS, zero_grad\(\) (inside the closure|once per step\(\)): loss after \d+ steps (\S+), "
+        r"closure calls (\d+)$", stdout, re.M)}
+    assert set(runs) == {"inside the closure", "once per step()"}, stdout
+    before = number(r"^loss before training: (\S+)$", stdout)
+    inside, outside = runs["inside the closure"], runs["once per step()"]
+    assert inside[0] < 0.1 * before  # converges
+    assert outside[0] > before  # the stale sums drive it away
+    assert outside[1] > inside[1]  # and use up more evaluations
+
+
+@pytest.mark.parametrize("lang", LANGUAGES)
+def test_neither_zero_grad_clears_a_retained_non_leaf_gradient(recipe_run, lang):
+    stdout = recipe_run(NAME, lang).stdout
+    match = re.search(r"^non-leaf hidden\.grad norm after one backward\(\): (\S+), after two: (\S+), "
+                      r"after optimizer\.zero_grad\(\) and model\.zero_grad\(\): (\S+)$", stdout, re.M)
+    assert match, stdout
+    one, two, after = map(float, match.groups())
+    assert one > 0
+    assert two == pytest.approx(2 * one, rel=1e-3)
+    assert after == two
+
+
+@pytest.mark.parametrize("lang", LANGUAGES)
+def test_lbfgs_moves_a_parameter_whose_grad_is_none(recipe_run, lang):
+    stdout = recipe_run(NAME, lang).stdout
+    assert abs(number(r"^LBFGS, a step in which idle\.grad is None: idle moved by (\S+)$", stdout)) > 1e-3

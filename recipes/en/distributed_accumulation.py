@@ -307,7 +307,7 @@ def fsdp2_accumulate(rank, world_size, device, sync_only_last, keep_unsharded):
 
 
 FSDP2_LOOPS = {
-    "sync every micro-batch": dict(sync_only_last=False, keep_unsharded=False),
+    "gradient sync on": dict(sync_only_last=False, keep_unsharded=False),
     "set_requires_gradient_sync": dict(sync_only_last=True, keep_unsharded=False),
     "and set_reshard_after_backward": dict(sync_only_last=True, keep_unsharded=True),
 }

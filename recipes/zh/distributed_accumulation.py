@@ -287,7 +287,7 @@ def fsdp2_accumulate(rank, world_size, device, sync_only_last, keep_unsharded):
 
 
 FSDP2_LOOPS = {
-    "sync every micro-batch": dict(sync_only_last=False, keep_unsharded=False),
+    "gradient sync on": dict(sync_only_last=False, keep_unsharded=False),
     "set_requires_gradient_sync": dict(sync_only_last=True, keep_unsharded=False),
     "and set_reshard_after_backward": dict(sync_only_last=True, keep_unsharded=True),
 }
@@ -524,5 +524,5 @@ for name, calls in results["FSDP2"].items():
 # sphinx_gallery_thumbnail_number = 1
 
 # sphinx_gallery_start_ignore
-# Translates recipes/en/distributed_accumulation.py, English text 7617594abfb7a8c2 (make translation-status)
+# Translates recipes/en/distributed_accumulation.py, English text 87b137811306a4e4 (make translation-status)
 # sphinx_gallery_end_ignore

@@ -439,5 +439,5 @@ for batch_size in (MICRO_BATCH_SIZE, BATCH_SIZE):
 # sphinx_gallery_thumbnail_number = 1
 
 # sphinx_gallery_start_ignore
-# Translates recipes/en/gradient_accumulation.py, English text b4def5da446f6ca0 (make translation-status)
+# Translates recipes/en/gradient_accumulation.py, English text dc683fff2facd9a0 (make translation-status)
 # sphinx_gallery_end_ignore

@@ -293,5 +293,5 @@ plt.show()
 # sphinx_gallery_thumbnail_number = 1
 
 # sphinx_gallery_start_ignore
-# Translates recipes/en/gradients_accumulate.py, English text ff9370e23609869a (make translation-status)
+# Translates recipes/en/gradients_accumulate.py, English text e6341aa535b58c26 (make translation-status)
 # sphinx_gallery_end_ignore

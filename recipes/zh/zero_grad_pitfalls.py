@@ -629,5 +629,5 @@ print(f"set_to_none=False takes {ratio:.1f}x as long as set_to_none=True")
 # sphinx_gallery_thumbnail_number = 1
 
 # sphinx_gallery_start_ignore
-# Translates recipes/en/zero_grad_pitfalls.py, English text 5ff0cc18b95a72e8 (make translation-status)
+# Translates recipes/en/zero_grad_pitfalls.py, English text b1632e7a4b1ce816 (make translation-status)
 # sphinx_gallery_end_ignore
