@@ -4,10 +4,13 @@
 Gradient accumulation in a real training loop
 =============================================
 
-.. rubric:: What you will learn
+:ref:`gradient_accumulation` reduced the technique to one rule: divide each
+micro-batch's loss by ``k``, step and clear the gradients every ``k``-th
+micro-batch. Real training loops add mixed precision, gradient clipping, a
+learning-rate schedule and sequences of different lengths, and each of them
+has to be told that one update is now made of ``k`` backward passes.
 
-Where accumulation goes wrong in a real training loop, each case measured
-next to the right one:
+What you will learn: where accumulation goes wrong in a real training loop.
 
 * ``GradScaler`` raises ``unscale_() has already been called on this
   optimizer`` when ``unscale_`` is called once per micro-batch;
@@ -23,11 +26,6 @@ next to the right one:
 * a checkpoint saved in the middle of a window does not hold the gradients
   accumulated so far.
 
-:ref:`gradient_accumulation` reduced the technique to one rule: divide each
-micro-batch's loss by ``k``, step and clear the gradients every ``k``-th
-micro-batch. Real training loops add mixed precision, gradient clipping, a
-learning-rate schedule and sequences of different lengths, and each of them
-has to be told that one update is now made of ``k`` backward passes.
 This recipe builds one training loop for a small next-token model, one piece
 at a time, and measures each wrong variant next to the right one. The last
 section puts the pieces together and trains.

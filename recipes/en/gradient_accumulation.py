@@ -4,16 +4,6 @@
 Accumulating gradients on purpose
 =================================
 
-.. rubric:: What you will learn
-
-* how to split a batch into micro-batches and get exactly the gradient of the
-  whole batch;
-* what forgetting the division by ``k`` does under SGD, Adam and gradient
-  clipping, and when dividing is the mistake;
-* how to handle the short last window of an epoch, and why batch
-  normalization does not accumulate exactly;
-* what accumulation costs, and what a larger effective batch changes.
-
 ``loss.backward()`` adds to the value of ``.grad`` instead of overwriting it. The other
 recipes treat that as a trap (:ref:`zeroing_out_gradients`), but it is also a
 feature: it lets you train with a batch larger than fits in memory. Split the
@@ -22,6 +12,16 @@ of each one in turn, and let the gradients pile up in ``.grad``. Only after the
 ``k``-th micro-batch does the optimizer take its step and the gradients get
 cleared. Memory holds the activations of one micro-batch at a time, while the
 update uses the gradient of the whole batch.
+
+What you will learn:
+
+* how to split a batch into micro-batches and get exactly the gradient of the
+  whole batch;
+* what forgetting the division by ``k`` does under SGD, Adam and gradient
+  clipping, and when dividing is the mistake;
+* how to handle the short last window of an epoch, and why batch
+  normalization does not accumulate exactly;
+* what accumulation costs, and what a larger effective batch changes.
 
 The whole technique fits in one rule:
 

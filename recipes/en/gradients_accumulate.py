@@ -4,13 +4,6 @@
 How gradients accumulate
 ========================
 
-.. rubric:: What you will learn
-
-* that ``backward()`` adds to ``.grad``, and what an optimizer step does with the sum;
-* what ``optimizer.zero_grad()`` does, and how ``None`` differs from zeros;
-* when a second ``backward()`` through one graph fails, and when it silently adds again;
-* how to get gradients without accumulating them in ``.grad``.
-
 ``loss.backward()`` does not overwrite the ``.grad`` attribute of a tensor:
 it *adds* the new gradient to the value there, and sets ``.grad`` only while
 it is still ``None``. Whatever was there before, from an earlier backward
@@ -21,6 +14,13 @@ computed from every gradient of the past, not from the current one.
 This recipe shows that mechanism on the smallest example there is: a tensor
 of two numbers and a loss whose gradient is known in advance. Every printed
 line can be checked by hand.
+
+What you will learn:
+
+* that ``backward()`` adds to ``.grad``, and what an optimizer step does with the sum;
+* what ``optimizer.zero_grad()`` does, and how ``None`` differs from zeros;
+* when a second ``backward()`` through one graph fails, and when it silently adds again;
+* how to get gradients without accumulating them in ``.grad``.
 
 .. note::
    The related recipes show what accumulation does to a real fit

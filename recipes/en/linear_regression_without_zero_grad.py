@@ -4,14 +4,6 @@
 Linear regression without zeroing the gradients
 ===============================================
 
-.. rubric:: What you will learn
-
-* what ``.grad`` holds after the second iteration of a loop that never clears it;
-* why such a loop swings around the minimum instead of settling in it, and
-  that it is exactly SGD with momentum 1;
-* why a stopping rule on the loss can be fooled by one lucky swing;
-* how mini-batches make the swings grow, and the same fit written the usual way.
-
 :ref:`gradients_accumulate` showed that ``backward()`` adds to ``.grad``
 instead of replacing it. This recipe shows what that does to training, on
 the simplest model there is: a straight line *ŷ* = *w* *x* + *b* fitted
@@ -22,6 +14,14 @@ in every iteration and once never clearing them. We look at the gradients of
 the first two iterations, then at the whole loss curve, then at the same fit
 on mini-batches, and finally write it the usual way, with ``nn.Linear`` and
 ``optimizer.zero_grad()``.
+
+What you will learn:
+
+* what ``.grad`` holds after the second iteration of a loop that never clears it;
+* why such a loop swings around the minimum instead of settling in it, and
+  that it is exactly SGD with momentum 1;
+* why a stopping rule on the loss can be fooled by one lucky swing;
+* how mini-batches make the swings grow, and the same fit written the usual way.
 
 .. note::
    :ref:`zeroing_out_gradients` shows the same failure on an image
@@ -304,18 +304,19 @@ def train_with_momentum(momentum, iterations=1000):
 
 losses_momentum = train_with_momentum(momentum=1.0)
 difference = max(abs(p - q) for p, q in zip(losses_momentum, losses_without))
-print(f"largest difference from the never-zeroed loss curve: {difference:.2e}")
+print(f"largest difference from the never-zeroed loss curve: {difference:.2e}, "
+      f"on losses up to {max(losses_without):.1f}")
 last = train_with_momentum(momentum=0.9)[-100:]
 print(f"momentum 0.9, zeroed: loss over the last 100: {min(last):.4f} to {max(last):.4f}")
 
 # %%
-# The two curves agree to within 2.44e-04, on losses that reach 91.7. The
-# small difference is floating-point rounding: ``optimizer.step()`` and the
-# hand-written update compute the same thing through different code, which may
-# round differently, and the swings carry those differences along. How much
-# depends on the CPU's vector instructions: restricted to plain ones (run with
-# the environment variable ``ATEN_CPU_CAPABILITY=default``), PyTorch gives
-# exactly 0 here. So a loop that forgets ``zero_grad()`` is running momentum
+# The two curves agree to within the difference printed above, on losses
+# that reach the size printed after it. Any difference is floating-point
+# rounding: ``optimizer.step()`` and the hand-written update compute the same
+# thing through different code, which may round differently, and the swings
+# carry those differences along. Whether there is one depends on the CPU's
+# vector instructions: restricted to plain ones (run with the environment
+# variable ``ATEN_CPU_CAPABILITY=default``), PyTorch gives exactly 0 here. So a loop that forgets ``zero_grad()`` is running momentum
 # SGD with no friction. Ordinary momentum, 0.9 for example, keeps only 90 % of
 # the previous velocity in each step, and that loss of speed is what lets the
 # swings die down: with ``zero_grad()`` and momentum 0.9, the loss of the same

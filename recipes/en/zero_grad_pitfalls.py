@@ -4,7 +4,10 @@
 Where to call zero_grad(), and what it does not do
 ==================================================
 
-.. rubric:: What you will learn
+``optimizer.zero_grad()`` is one line, but where it goes and what it clears
+still matter. This recipe runs each case and prints the evidence.
+
+What you will learn:
 
 * that the start of the loop and right after ``optimizer.step()`` are
   equivalent places for ``zero_grad()``, while between ``loss.backward()`` and
@@ -18,14 +21,11 @@ Where to call zero_grad(), and what it does not do
   per-parameter optimizers skip a parameter that got no gradient, while a zero
   gradient still moves it under weight decay, or under momentum or Adam after
   earlier steps, and that ``LBFGS`` moves it either way;
-* ``zero_grad()`` does nothing for inference: ``torch.no_grad()`` and
+* that ``zero_grad()`` does nothing for inference: ``torch.no_grad()`` and
   ``torch.inference_mode()`` are what stop autograd from keeping tensors for a
   backward pass that never comes;
 * that ``set_to_none=True``, the default, is cheaper than writing zeros,
   timed on a ResNet-18.
-
-``optimizer.zero_grad()`` is one line, but where it goes and what it clears
-still matter. This recipe runs each case and prints the evidence.
 """
 
 # %%

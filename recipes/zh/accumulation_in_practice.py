@@ -4,9 +4,12 @@
 真实训练循环中的梯度累积
 ========================
 
-.. rubric:: 你将学到
+《:ref:`gradient_accumulation`》把这项技术归结为一条规则：每个微批量的损失除以
+``k``，每第 ``k`` 个微批量执行一个更新步并清零梯度。真实的训练循环里还有混合
+精度、梯度裁剪、学习率调度，以及长短不一的序列；这些环节都必须顾及一点：现在
+一次更新由 ``k`` 次反向传播组成。
 
-在真实的训练循环中，梯度累积会在哪些地方出错，每种情况都与正确写法实测对比：
+你将学到：在真实的训练循环中，梯度累积会在哪些地方出错。
 
 * 每个微批量都调用一次 ``unscale_``，``GradScaler`` 就会报错
   ``unscale_() has already been called on this optimizer``；
@@ -18,11 +21,6 @@
   这次更新就会偏小；
 * ``total_loss += loss`` 会让每个微批量的计算图节点一直存活；
 * 在窗口中途保存的检查点，不包含到那时为止累积的梯度。
-
-《:ref:`gradient_accumulation`》把这项技术归结为一条规则：每个微批量的损失除以
-``k``，每第 ``k`` 个微批量执行一个更新步并清零梯度。真实的训练循环里还有混合
-精度、梯度裁剪、学习率调度，以及长短不一的序列；这些环节都必须顾及一点：现在
-一次更新由 ``k`` 次反向传播组成。
 
 本教程为一个小小的下一词元预测模型搭建一个训练循环，每次加入一个环节，并把
 每种错误写法放在正确写法旁边实测对比。最后一节把各个环节组合起来，完整地训练
@@ -798,5 +796,5 @@ plt.show()
 # sphinx_gallery_thumbnail_number = 1
 
 # sphinx_gallery_start_ignore
-# Translates recipes/en/accumulation_in_practice.py, English text 6ff687d72729c962 (make translation-status)
+# Translates recipes/en/accumulation_in_practice.py, English text 4f70280ca47d9d03 (make translation-status)
 # sphinx_gallery_end_ignore

@@ -4,14 +4,6 @@
 在 DistributedDataParallel 中做梯度累积
 =======================================
 
-.. rubric:: 你将学到
-
-* 用了 ``no_sync()`` 之后，累积得到的梯度就等于在单个进程中对整批数据算出的梯度；
-* 每个更新步调用多少次 all-reduce（用 DDP 的通信钩子来数），以及每个更新步耗时多少；
-* 文档里提醒过的陷阱：只把 ``backward()`` 放进 ``no_sync()``，每个微批量照样
-  做 all-reduce；
-* 模型分片时（FSDP2）的同一种做法，以及它省不掉的 all-gather。
-
 数据并行训练在多个进程里各放一份模型副本，这些进程称为「工作进程」。每个工作进程
 只处理一批数据中属于自己的那一份；``torch.nn.parallel.DistributedDataParallel``
 （DDP）在 ``backward()`` 期间用 all-reduce（全归约）把所有工作进程的梯度取平均，
@@ -22,6 +14,14 @@
 ``model.no_sync()`` 可以为最后一个之前的那些微批量关掉这个 all-reduce。本教程
 真正地运行 DDP：两个进程，在 CPU 上使用 ``gloo`` 后端；如果机器上有两块 GPU，
 则在 GPU 上使用 ``nccl``。
+
+你将学到：
+
+* 用了 ``no_sync()`` 之后，累积得到的梯度就等于在单个进程中对整批数据算出的梯度；
+* 每个更新步调用多少次 all-reduce（用 DDP 的通信钩子来数），以及每个更新步耗时多少；
+* 文档里提醒过的陷阱：只把 ``backward()`` 放进 ``no_sync()``，每个微批量照样
+  做 all-reduce；
+* 模型分片时（FSDP2）的同一种做法，以及它省不掉的 all-gather。
 
 这个脚本本身就是一个真正的分布式程序。用
 ``torchrun --nproc_per_node=2 distributed_accumulation.py`` 启动时，它作为其中
@@ -65,7 +65,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 # ----------------------------
 #
 # ``torchrun`` 为每个工作进程启动一个进程，并通过环境变量告诉它自己是谁：有
-# ``RANK``（它在所有工作进程中的编号）、``LOCAL_RANK``（它在本机上的编号）、
+# ``RANK``\ （它在所有工作进程中的编号）、``LOCAL_RANK``\ （它在本机上的编号）、
 # 总数 ``WORLD_SIZE`` 和本机上的个数 ``LOCAL_WORLD_SIZE``，以及到哪里与其他进程
 # 会合（``MASTER_ADDR``、``MASTER_PORT``）。没有这些变量，说明脚本是单独启动的。
 #
@@ -73,8 +73,13 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 # 工作进程共用 CPU，通过 ``gloo`` 通信。这里的判断用的是
 # ``torch.cuda.device_count()``，而不是常见的 ``torch.cuda.is_available()``：
 # 前者在可能时通过 NVML 查询，这样就不会在本进程中初始化 CUDA；后者会初始化 CUDA
-# 驱动，PyTorch 的文档把这叫作 poison fork：此后 fork 出来的进程都无法再使用
-# CUDA，而这个脚本正是 fork 出工作进程的（见下文）。
+# 驱动，也就是 PyTorch 文档所说的「poison fork」（此后 fork 出来的进程都无法再使用
+# CUDA），而这个脚本正是 fork 出工作进程的（见下文）。在 Notebook 里，如果前面的
+# 单元格已经用过 CUDA（哪怕只调用过 ``torch.cuda.is_available()``），或者在本站的
+# 构建中（同一个进程先运行了排在前面的教程），这件事已经发生了。从这样的进程 fork
+# 出来的工作进程处于「bad fork」状态，只有私有函数 ``torch.cuda._is_in_bad_fork()``
+# 能查出来；这时工作进程改用 CPU 上的 ``gloo``，脚本会打印一行说明，而不是在第一次
+# 调用 CUDA 时出错。用 torchrun 启动时，每个工作进程都是全新的进程，可以使用自己的 GPU。
 
 UNDER_TORCHRUN = "LOCAL_RANK" in os.environ
 WORKERS_ON_THIS_MACHINE = int(os.environ.get("LOCAL_WORLD_SIZE", 2))
@@ -303,9 +308,11 @@ PROCESS_GROUP_TIMEOUT = datetime.timedelta(seconds=60)
 
 
 def run_worker(rank, local_rank, world_size, init_method):
-    dist.init_process_group(BACKEND, init_method=init_method, rank=rank, world_size=world_size,
+    # 如果本进程在 fork 之前已经初始化了 CUDA，fork 出来的工作进程就用不了它（见上文）。
+    backend = "gloo" if BACKEND == "nccl" and torch.cuda._is_in_bad_fork() else BACKEND
+    dist.init_process_group(backend, init_method=init_method, rank=rank, world_size=world_size,
                             timeout=PROCESS_GROUP_TIMEOUT)
-    device = torch.device("cuda", local_rank) if BACKEND == "nccl" else torch.device("cpu")
+    device = torch.device("cuda", local_rank) if backend == "nccl" else torch.device("cpu")
     if device.type == "cuda":
         torch.cuda.set_device(device)
     results = {"device": str(device), "backend": dist.get_backend(), "world size": world_size}
@@ -388,6 +395,10 @@ if UNDER_TORCHRUN:
 else:
     results = start_local_workers(world_size=2)
 
+if results["backend"] != BACKEND:
+    print("CUDA was initialised in this process before the workers were forked, so they could not use "
+          "the GPUs: they ran on the CPU with gloo (run the script in a fresh process, or with torchrun, "
+          "to use the GPUs)")
 print(f"Using device: {results['device']}")
 print(f"Backend: {results['backend']}, world size: {results['world size']}")
 default_timeout, nccl_timeout = dist.constants.default_pg_timeout, dist.constants.default_pg_nccl_timeout
@@ -396,7 +407,7 @@ print(f"Process-group timeout: {PROCESS_GROUP_TIMEOUT.total_seconds():.0f} s her
       + (f", {nccl_timeout.total_seconds() / 60:.0f} min with NCCL" if nccl_timeout else ""))
 
 # %%
-# 你正在阅读的这个页面是在 CPU 上构建的，所以它的两个工作进程用的是 ``gloo`` 后端。
+# 上面几行打印了本页的两个工作进程用的是哪种设备和后端。
 #
 # 累积得到的梯度等于整批梯度吗？
 # ------------------------------
@@ -463,9 +474,9 @@ for name in ACCUMULATION_LOOPS:
 # 梯度依然正确（见上文），所以不会有任何提示：没有我们这样的计数钩子，就只有
 # 耗时能看出问题。
 #
-# 下图画的是同样的数字。耗时取决于机器：本页的数字来自构建它的那台机器，两个工作
-# 进程共用这台机器的 CPU，通过 ``gloo`` 通信，数据不出这台机器。跨机器通过网络
-# 通信时，all-reduce 的开销通常比这里更大。
+# 下图画的是同样的数字。耗时取决于机器：本页的数字来自构建它的那台机器，设备和
+# 后端见上面的打印结果；两个工作进程都在这一台机器上，数据没有经过网络。跨机器
+# 通过网络通信时，all-reduce 的开销通常比这里更大。
 
 allreduce_calls = [max(results[name]["all-reduce calls"]) for name in ACCUMULATION_LOOPS]
 step_milliseconds = [median_milliseconds(name) for name in ACCUMULATION_LOOPS]
@@ -524,5 +535,5 @@ for name, calls in results["FSDP2"].items():
 # sphinx_gallery_thumbnail_number = 1
 
 # sphinx_gallery_start_ignore
-# Translates recipes/en/distributed_accumulation.py, English text 87b137811306a4e4 (make translation-status)
+# Translates recipes/en/distributed_accumulation.py, English text ccbebfdfef07ba2a (make translation-status)
 # sphinx_gallery_end_ignore

@@ -4,19 +4,19 @@
 有意地累积梯度
 ==============
 
-.. rubric:: 你将学到
-
-* 怎样把一批数据切成多个微批量，并得到与整批完全相同的梯度；
-* 忘了除以 ``k`` 对 SGD、Adam 和梯度裁剪有什么影响，什么时候除以 ``k`` 反而是错的；
-* 怎样处理一轮末尾较短的窗口，为什么批量归一化无法精确累积；
-* 梯度累积的代价，以及更大的等效批量会带来哪些变化。
-
 ``loss.backward()`` 把梯度加到 ``.grad`` 已有的值上，而不是覆盖它。其他几篇教程把这一点
 当作陷阱（见《:ref:`zeroing_out_gradients`》），但它也是一个有用的特性：借助它，
 可以用内存装不下的大批量来训练。做法是把想要的那一批数据切成 ``k`` 个 **微批量**，
 依次对每个微批量做前向传播和反向传播，让梯度在 ``.grad`` 里逐步累积；算完第
 ``k`` 个微批量，优化器才执行一个更新步，随后清零梯度。这样，内存里同一时刻只存放
 一个微批量的激活值，而每次更新用的却是整批数据的梯度。
+
+你将学到：
+
+* 怎样把一批数据切成多个微批量，并得到与整批完全相同的梯度；
+* 忘了除以 ``k`` 对 SGD、Adam 和梯度裁剪有什么影响，什么时候除以 ``k`` 反而是错的；
+* 怎样处理一轮末尾较短的窗口，为什么批量归一化无法精确累积；
+* 梯度累积的代价，以及更大的等效批量会带来哪些变化。
 
 整个技巧可以归结为一条规则：
 
@@ -439,5 +439,5 @@ for batch_size in (MICRO_BATCH_SIZE, BATCH_SIZE):
 # sphinx_gallery_thumbnail_number = 1
 
 # sphinx_gallery_start_ignore
-# Translates recipes/en/gradient_accumulation.py, English text dc683fff2facd9a0 (make translation-status)
+# Translates recipes/en/gradient_accumulation.py, English text aaa9245a8ca5f664 (make translation-status)
 # sphinx_gallery_end_ignore

@@ -4,21 +4,20 @@
 梯度是怎样累积的
 ================
 
-.. rubric:: 你将学到
+``loss.backward()`` 并不会覆盖张量的 ``.grad`` 属性，而是把新算出的梯度 **加到**
+其中已有的值上；只有 ``.grad`` 还是 ``None`` 时，才直接写入。之前的反向传播留下的值，
+仍然是这个和的一部分。优化器的 ``step()`` 直接使用此刻 ``.grad`` 里的值；如果中间
+没有清零 ``.grad``，每次更新依据的就是以往所有梯度的总和，而不是当前这一次的梯度。
+
+本教程用一个小得不能再小的例子演示这个机制：一个由两个数组成的张量，以及一个
+梯度事先已知的损失。打印出来的每一行都可以手算核对。
+
+你将学到：
 
 * ``backward()`` 会把梯度加到 ``.grad`` 上，以及优化器的更新步怎样使用这个和；
 * ``optimizer.zero_grad()`` 做了什么，设为 ``None`` 和填成零有什么不同；
 * 对同一张计算图第二次调用 ``backward()``，什么时候会报错，什么时候会悄悄地再加一遍；
 * 怎样求梯度而不把它累积到 ``.grad`` 里。
-
-``loss.backward()`` 并不会覆盖张量的 ``.grad`` 属性，而是把新算出的梯度 **加到**
-其中已有的值上；只有 ``.grad`` 还是 ``None`` 时，才直接写入。之前的反向传播留下的值，
-仍然是这个和的一部分。优化器的
-``step()`` 直接使用此刻 ``.grad`` 里的值；如果中间没有清零 ``.grad``，每次更新
-依据的就是以往所有梯度的总和，而不是当前这一次的梯度。
-
-本教程用一个小得不能再小的例子演示这个机制：一个由两个数组成的张量，以及一个
-梯度事先已知的损失。打印出来的每一行都可以手算核对。
 
 .. note::
    相关教程：累积对真实拟合的影响见《:ref:`linear_regression_without_zero_grad`》，
@@ -293,5 +292,5 @@ plt.show()
 # sphinx_gallery_thumbnail_number = 1
 
 # sphinx_gallery_start_ignore
-# Translates recipes/en/gradients_accumulate.py, English text e6341aa535b58c26 (make translation-status)
+# Translates recipes/en/gradients_accumulate.py, English text 52e136b6abee6e7e (make translation-status)
 # sphinx_gallery_end_ignore

@@ -4,13 +4,6 @@
 不清零梯度的线性回归
 ====================
 
-.. rubric:: 你将学到
-
-* 从不清零 ``.grad`` 的循环，在第二次迭代之后 ``.grad`` 里是什么；
-* 为什么这样的循环会在最小值附近来回摆动而停不下来，以及它恰好就是动量为 1 的 SGD；
-* 为什么按损失设定的停止条件会被一次碰巧的摆动骗过；
-* 小批量怎样让摆动越来越大，以及同样的拟合按常规写法该怎么写。
-
 《:ref:`gradients_accumulate`》已经说明，``backward()`` 会把梯度加到 ``.grad``
 上，而不是替换原来的值。本教程看看这对训练有什么影响。模型选最简单的一种：
 用手写的梯度下降，把直线 *ŷ* = *w* *x* + *b* 拟合到 20 个带噪声的点上。
@@ -18,6 +11,13 @@
 拟合从同一个起点出发运行两次：一次在每次迭代中都清零梯度，一次从不清零。
 我们先看前两次迭代的梯度，再看完整的损失曲线，然后改用小批量做同样的拟合，
 最后用通常的写法，即 ``nn.Linear`` 加 ``optimizer.zero_grad()``，把它再写一遍。
+
+你将学到：
+
+* 从不清零 ``.grad`` 的循环，在第二次迭代之后 ``.grad`` 里是什么；
+* 为什么这样的循环会在最小值附近来回摆动而停不下来，以及它恰好就是动量为 1 的 SGD；
+* 为什么按损失设定的停止条件会被一次碰巧的摆动骗过；
+* 小批量怎样让摆动越来越大，以及同样的拟合按常规写法该怎么写。
 
 .. note::
    同样的问题在图像分类器上的表现见《:ref:`zeroing_out_gradients`》；
@@ -278,16 +278,17 @@ def train_with_momentum(momentum, iterations=1000):
 
 losses_momentum = train_with_momentum(momentum=1.0)
 difference = max(abs(p - q) for p, q in zip(losses_momentum, losses_without))
-print(f"largest difference from the never-zeroed loss curve: {difference:.2e}")
+print(f"largest difference from the never-zeroed loss curve: {difference:.2e}, "
+      f"on losses up to {max(losses_without):.1f}")
 last = train_with_momentum(momentum=0.9)[-100:]
 print(f"momentum 0.9, zeroed: loss over the last 100: {min(last):.4f} to {max(last):.4f}")
 
 # %%
-# 损失最高达到 91.7，两条曲线相差不超过 2.44e-04。这点差别来自浮点舍入：手写的
-# 更新和 ``optimizer.step()`` 算的是同一个量，但走的是不同的代码，舍入
-# 可能不同，摆动又把这些差别一路带了下去。差别有多大取决于 CPU 的向量指令：
-# 设置环境变量 ``ATEN_CPU_CAPABILITY=default``，让 PyTorch 只用普通指令，
-# 这里的差别就正好是 0。所以，忘了 ``zero_grad()`` 的训练循环，实际上是在运行
+# 两条曲线的差别不超过上面打印的最大差值，而损失本身最高达到其后打印的大小。
+# 若有差别，也只来自浮点舍入：手写的更新和 ``optimizer.step()`` 算的是同一个量，
+# 但走的是不同的代码，舍入可能不同，摆动又把这些差别一路带了下去。有没有差别取决于
+# CPU 的向量指令：设置环境变量 ``ATEN_CPU_CAPABILITY=default``，让 PyTorch
+# 只用普通指令，这里的差别就正好是 0。所以，忘了 ``zero_grad()`` 的训练循环，实际上是在运行
 # 没有摩擦的动量 SGD。常用的动量，比如 0.9，每一步只保留之前速度的 90%；
 # 正是这部分速度的损耗，让摆动得以逐渐平息。调用 ``zero_grad()`` 并使用 0.9 的
 # 动量，同样的拟合在最后 100 次迭代中损失始终是 0.7215，即最小二乘的最小值。
@@ -394,5 +395,5 @@ for name, zero_grad in [("with zero_grad()", True), ("without zero_grad()", Fals
 # sphinx_gallery_thumbnail_number = 1
 
 # sphinx_gallery_start_ignore
-# Translates recipes/en/linear_regression_without_zero_grad.py, English text 13272f726c254059 (make translation-status)
+# Translates recipes/en/linear_regression_without_zero_grad.py, English text a885350c1cc31e1d (make translation-status)
 # sphinx_gallery_end_ignore

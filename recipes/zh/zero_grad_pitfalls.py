@@ -4,7 +4,10 @@
 zero_grad() 该放在哪里，它又不能做什么
 ======================================
 
-.. rubric:: 你将学到
+``optimizer.zero_grad()`` 只有一行，但它放在哪里、清零的是哪些梯度，仍然很要紧。
+本教程把每一种情况都实际运行一遍，并打印出证据。
+
+你将学到：
 
 * ``zero_grad()`` 放在循环开头和紧跟在 ``optimizer.step()`` 之后，两者等价；放在
   ``loss.backward()`` 和 ``optimizer.step()`` 之间，则会悄无声息地让训练失效；
@@ -18,9 +21,6 @@ zero_grad() 该放在哪里，它又不能做什么
 * ``zero_grad()`` 对推理毫无帮助：要让 autograd 不再为一次不会发生的反向传播
   保存张量，靠的是 ``torch.no_grad()`` 和 ``torch.inference_mode()``；
 * 默认的 ``set_to_none=True`` 比写入零开销更小，这里在 ResNet-18 上实际计时。
-
-``optimizer.zero_grad()`` 只有一行，但它放在哪里、清零的是哪些梯度，仍然很要紧。
-本教程把每一种情况都实际运行一遍，并打印出证据。
 """
 
 # %%
@@ -629,5 +629,5 @@ print(f"set_to_none=False takes {ratio:.1f}x as long as set_to_none=True")
 # sphinx_gallery_thumbnail_number = 1
 
 # sphinx_gallery_start_ignore
-# Translates recipes/en/zero_grad_pitfalls.py, English text b1632e7a4b1ce816 (make translation-status)
+# Translates recipes/en/zero_grad_pitfalls.py, English text 73e58e6b4aa02640 (make translation-status)
 # sphinx_gallery_end_ignore
