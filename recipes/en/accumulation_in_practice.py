@@ -570,6 +570,13 @@ print(f"token sum / window tokens: relative error {relative_error(token_weighted
 # vanish if they were all equal. It is a bias, not noise that averages out:
 # at every update, the tokens of micro-batches with few tokens weigh more.
 #
+# .. note::
+#    Under DDP (:ref:`distributed_accumulation`), the window is that of all
+#    the workers together: divide by the real tokens of every worker's window,
+#    summed with an ``all_reduce``, and multiply the loss by the number of
+#    workers, since DDP averages the workers' gradients rather than adding
+#    them.
+#
 # The last window of an epoch
 # ---------------------------
 #

@@ -215,7 +215,8 @@ for where, in_closure in [("inside the closure", True), ("once per step()", Fals
 # still requires gradients. ``optimizer.zero_grad()`` never touches it, so its
 # ``.grad`` keeps growing, step after step. The cure is either
 # ``model.zero_grad()`` or, better when the layer is frozen for good,
-# ``requires_grad_(False)``, which also spares the backward pass the work.
+# ``requires_grad_(False)``, which also spares the backward pass the work (it
+# does not clear a ``.grad`` the layer already has: set that to ``None``).
 
 
 small_network = nn.Sequential(nn.Linear(4, 16), nn.Tanh(), nn.Linear(16, 1)).to(device)

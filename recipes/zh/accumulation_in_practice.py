@@ -535,6 +535,11 @@ print(f"token sum / window tokens: relative error {relative_error(token_weighted
 # 消失。这是一种偏差，而不是会被平均掉的噪声：每次更新时，词元少的微批量里的
 # 词元分量都更重。
 #
+# .. note::
+#    在 DDP 下（见《:ref:`distributed_accumulation`》），窗口指的是所有工作进程的窗口
+#    合在一起：要除以每个工作进程窗口里的真实词元数之和（用 ``all_reduce`` 求和），
+#    再把损失乘以工作进程数，因为 DDP 对各工作进程的梯度取的是平均而不是总和。
+#
 # 一轮的最后一个窗口
 # ------------------
 #
@@ -796,5 +801,5 @@ plt.show()
 # sphinx_gallery_thumbnail_number = 1
 
 # sphinx_gallery_start_ignore
-# Translates recipes/en/accumulation_in_practice.py, English text 4f70280ca47d9d03 (make translation-status)
+# Translates recipes/en/accumulation_in_practice.py, English text f7f2c239f545ea43 (make translation-status)
 # sphinx_gallery_end_ignore

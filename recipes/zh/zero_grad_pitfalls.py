@@ -198,7 +198,8 @@ for where, in_closure in [("inside the closure", True), ("once per step()", Fals
 # 这里只训练一个小网络的最后一层，但第一层仍然需要梯度。``optimizer.zero_grad()``
 # 从不碰它，于是它的 ``.grad`` 一步接一步地越变越大。解决办法有两个：改用
 # ``model.zero_grad()``；或者，如果这一层要一直冻结，更好的做法是调用
-# ``requires_grad_(False)``，这样反向传播也省去了这部分计算。
+# ``requires_grad_(False)``，这样反向传播也省去了这部分计算（它不会清掉这一层已有的
+# ``.grad``：那要自己设为 ``None``）。
 
 
 small_network = nn.Sequential(nn.Linear(4, 16), nn.Tanh(), nn.Linear(16, 1)).to(device)
@@ -629,5 +630,5 @@ print(f"set_to_none=False takes {ratio:.1f}x as long as set_to_none=True")
 # sphinx_gallery_thumbnail_number = 1
 
 # sphinx_gallery_start_ignore
-# Translates recipes/en/zero_grad_pitfalls.py, English text 73e58e6b4aa02640 (make translation-status)
+# Translates recipes/en/zero_grad_pitfalls.py, English text a13af762f90bf8e0 (make translation-status)
 # sphinx_gallery_end_ignore
