@@ -4,6 +4,10 @@ Prose (comments, docstrings) and the text drawn in plots are translated;
 everything else, including what the scripts print, is identical. Every Chinese
 page records the version of the English it translates (translation_records.py)
 and must be updated when the English changes.
+
+On a difference the checks name the first differing line of each file and say
+what may differ (README.md, "Writing a recipe"); the messages are shown on
+small generated twins at the end of this file.
 """
 
 import ast
