@@ -388,5 +388,5 @@ for name, zero_grad in [("with zero_grad()", True), ("without zero_grad()", Fals
 # sphinx_gallery_thumbnail_number = 1
 
 # sphinx_gallery_start_ignore
-# Translates recipes/en/linear_regression_without_zero_grad.py, English text 34258d1a5dd093f5 (make translation-status)
+# Translates recipes/en/linear_regression_without_zero_grad.py, English text 1bff52f851c3f29f (make translation-status)
 # sphinx_gallery_end_ignore
