@@ -229,7 +229,7 @@ for name, zero_grad in [("optimizer.zero_grad()", lambda model, optimizer: optim
 #
 # autograd 只为叶子张量填写 ``.grad``。对模型内部算出的张量调用 ``retain_grad()``
 # （比如为了查看某个激活值的梯度），它也会有 ``.grad``，而且这个 ``.grad`` 和其他
-# 梯度一样会累积：下面对同一张计算图调用两次 ``backward()``（第一次加上
+# 梯度一样会累积：下面对同一张计算图调用两次 ``backward()``\ （第一次加上
 # ``retain_graph=True``），隐藏层的 ``.grad`` 里就是两倍的梯度。
 # ``optimizer.zero_grad()`` 和 ``model.zero_grad()`` 都不知道这个张量，所以都不会
 # 动它。要么自己把它的 ``.grad`` 设为 ``None``，要么照常在下一次前向传播中重新计算
