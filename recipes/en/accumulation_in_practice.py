@@ -531,11 +531,12 @@ plt.show()
 # window, counted before its first backward pass. The micro-batch losses then
 # add up to exactly the token mean of the effective batch.
 #
-# In October 2024, Hugging Face described this mistake in the ``Trainer`` of
-# their ``transformers`` library, a widely used one: the losses of runs with
-# gradient accumulation did not match those of the same runs without it. Their
-# fix passes the number of real tokens of the whole effective batch to the
-# loss (`their write-up <https://huggingface.co/blog/gradient_accumulation>`_).
+# .. note::
+#    In October 2024, Hugging Face described this mistake in the ``Trainer`` of
+#    their ``transformers`` library, a widely used one: the losses of runs with
+#    gradient accumulation did not match those of the same runs without it.
+#    Their fix passes the number of real tokens of the whole effective batch to
+#    the loss (`their write-up <https://huggingface.co/blog/gradient_accumulation>`_).
 #
 # The reference is the full batch: the 32 sequences of the window padded into
 # one batch, one forward and backward pass of the token mean.

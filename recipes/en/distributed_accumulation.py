@@ -323,7 +323,7 @@ FSDP2_LOOPS = {
 # ``run_worker`` is everything one worker does: join the others (the *process
 # group*), choose its device, run the measurements and leave the group. The
 # timeout makes a collective call that waits for a dead worker fail after 60
-# seconds instead of torch.distributed's default, printed with the results
+# seconds instead of ``torch.distributed``'s default, printed with the results
 # below: 30 minutes, or 10 minutes with NCCL.
 
 PROCESS_GROUP_TIMEOUT = datetime.timedelta(seconds=60)

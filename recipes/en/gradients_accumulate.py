@@ -219,8 +219,9 @@ print(f"backward passes through y, summed: {passes}")
 # of the backward pass itself for gradients of gradients, keeps the graph too:
 # ``retain_graph`` defaults to its value. It also makes ``backward()`` replace
 # the ``.grad`` tensor with a new one holding the sum, instead of adding in
-# place, so code that kept a reference to the old ``.grad`` tensor does not
-# see the new gradient.
+# place (``GradScaler.unscale_`` may do the same to sparse gradients), so code
+# that kept a reference to the old ``.grad`` tensor does not see the new
+# gradient.
 #
 # Gradients without ``.grad``
 # ---------------------------

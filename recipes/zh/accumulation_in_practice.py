@@ -498,10 +498,11 @@ plt.show()
 # 的真实词元数，这个数在窗口的第一次反向传播之前就要数好。这样，各微批量的损失
 # 加起来恰好是等效批量的词元平均损失。
 #
-# 2024 年 10 月，Hugging Face 介绍了他们广泛使用的 ``transformers`` 库中
-# ``Trainer`` 的这个错误：同样的训练，开启梯度累积与不开启时，损失对不上。他们的
-# 修复办法是把整个等效批量的真实词元数传给损失函数（见
-# `他们的说明 <https://huggingface.co/blog/gradient_accumulation>`_）。
+# .. note::
+#    2024 年 10 月，Hugging Face 介绍了他们广泛使用的 ``transformers`` 库中
+#    ``Trainer`` 的这个错误：同样的训练，开启梯度累积与不开启时，损失对不上。他们的
+#    修复办法是把整个等效批量的真实词元数传给损失函数（见
+#    `他们的说明 <https://huggingface.co/blog/gradient_accumulation>`_）。
 #
 # 参考值是整批：把这个窗口的 32 条序列填充成一个批量，对词元平均损失做一次前向
 # 传播和反向传播。
@@ -801,5 +802,5 @@ plt.show()
 # sphinx_gallery_thumbnail_number = 1
 
 # sphinx_gallery_start_ignore
-# Translates recipes/en/accumulation_in_practice.py, English text f7f2c239f545ea43 (make translation-status)
+# Translates recipes/en/accumulation_in_practice.py, English text 3e2c39098a1c072a (make translation-status)
 # sphinx_gallery_end_ignore

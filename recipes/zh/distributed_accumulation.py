@@ -301,7 +301,7 @@ FSDP2_LOOPS = {
 # %%
 # ``run_worker`` 是一个工作进程要做的全部事情：与其他进程会合（组成「进程组」），
 # 选定设备，完成测量，然后离开进程组。设置了超时之后，一个等待已死工作进程的集合
-# 通信调用会在 60 秒后报错，而不必等到 torch.distributed 的默认超时：30 分钟，
+# 通信调用会在 60 秒后报错，而不必等到 ``torch.distributed`` 的默认超时：30 分钟，
 # 用 NCCL 时是 10 分钟（下面和结果一起打印）。
 
 PROCESS_GROUP_TIMEOUT = datetime.timedelta(seconds=60)
@@ -510,7 +510,8 @@ for name, calls in results["FSDP2"].items():
 # FSDP2 也能在 CPU 上用 ``gloo`` 运行，累积出的梯度同样正确。关掉梯度同步后，只有
 # 最后一次反向传播做 reduce-scatter，每个分片的层一次；但 all-gather 的次数和开着
 # 同步时一样多：每个微批量的前向传播和反向传播都要重新收集参数。在反向传播之后保留
-# 完整的参数，就省掉了接下来那些前向传播中的 all-gather，如最后一行所示。不过有内存上的代价：
+# 完整的参数，就省掉了接下来那些前向传播中的 all-gather，如最后一行所示。不过有
+# 内存上的代价：
 # 同步关闭期间，每个工作进程为 **整个** 参数（而不只是自己的分片）保存到目前为止
 # 各微批量的梯度，直到最后一次反向传播把它 reduce-scatter 出去。这正是分片本想
 # 省下的内存：如果完整的梯度放不下，就让同步保持开启，每个微批量都做
@@ -535,5 +536,5 @@ for name, calls in results["FSDP2"].items():
 # sphinx_gallery_thumbnail_number = 1
 
 # sphinx_gallery_start_ignore
-# Translates recipes/en/distributed_accumulation.py, English text ccbebfdfef07ba2a (make translation-status)
+# Translates recipes/en/distributed_accumulation.py, English text 62b7bdc8975fc1f2 (make translation-status)
 # sphinx_gallery_end_ignore

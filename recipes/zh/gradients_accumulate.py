@@ -198,8 +198,9 @@ print(f"backward passes through y, summed: {passes}")
 # 或者要对同一张计算图多次调用 ``torch.autograd.grad``，例如一次求雅可比矩阵的一行。
 # ``create_graph=True`` 会为反向传播本身再建一张计算图，用来求梯度的梯度；它同样会
 # 保留原来的计算图，因为 ``retain_graph`` 的默认值就取 ``create_graph`` 的值。此外，
-# 它会让 ``backward()`` 用一个存放和的新张量替换 ``.grad``，而不是原地相加；代码若
-# 还引用着原来的 ``.grad`` 张量，就看不到新的梯度。
+# 它会让 ``backward()`` 用一个存放和的新张量替换 ``.grad``，而不是原地相加
+# （``GradScaler.unscale_`` 对稀疏梯度也可能这样做）；代码若还引用着原来的
+# ``.grad`` 张量，就看不到新的梯度。
 #
 # 不经过 ``.grad`` 求梯度
 # -----------------------
@@ -292,5 +293,5 @@ plt.show()
 # sphinx_gallery_thumbnail_number = 1
 
 # sphinx_gallery_start_ignore
-# Translates recipes/en/gradients_accumulate.py, English text 52e136b6abee6e7e (make translation-status)
+# Translates recipes/en/gradients_accumulate.py, English text eabedc94d51a8b6d (make translation-status)
 # sphinx_gallery_end_ignore
