@@ -47,7 +47,6 @@ import sys
 import tempfile
 import time
 import traceback
-import warnings
 from contextlib import nullcontext
 from pathlib import Path
 
@@ -60,8 +59,8 @@ import torch.optim as optim
 from torch.distributed.algorithms.ddp_comm_hooks import default_hooks
 from torch.distributed.device_mesh import init_device_mesh
 from torch.distributed.fsdp import fully_shard
-from torch.distributed.tensor.debug import CommDebugMode
 from torch.nn.parallel import DistributedDataParallel as DDP
+from torch.utils._python_dispatch import TorchDispatchMode
 
 # %%
 # Who runs this script, and on what
@@ -279,26 +278,45 @@ def measure(accumulate, rank, world_size, device):
 # ``model.set_reshard_after_backward(False)`` also keeps the whole parameters
 # after those backward passes, at the cost of their memory.
 #
-# ``fsdp2_accumulate`` accumulates step 0 three ways: communicating in every
-# backward pass, with gradient sync off until the last micro-batch, and with
-# resharding off as well. ``CommDebugMode``, PyTorch's debugging tool for
-# collective calls, counts the all-gathers and reduce-scatters of the four
-# micro-batches. ``full_tensor()`` gathers a sharded gradient whole again, for
-# the comparison.
+# ``fsdp2_accumulate`` accumulates step 0 on one sharded model three ways,
+# clearing the gradients in between: communicating in every backward pass,
+# with gradient sync off until the last micro-batch, and with resharding off
+# as well. ``CollectiveCounter`` counts the all-gathers and
+# reduce-scatters of the four micro-batches: it is a *dispatch mode*, which
+# sees every operator PyTorch runs while it is active, collective calls
+# included. (PyTorch's ``CommDebugMode`` counts them too, and much more, but
+# is far slower to load and to run.) ``full_tensor()`` gathers a sharded
+# gradient whole again, for the comparison.
 
 
-def fsdp2_accumulate(rank, world_size, device, sync_only_last, keep_unsharded):
-    """Step 0's gradient under FSDP2, and the collective calls of its K micro-batches."""
+class CollectiveCounter(TorchDispatchMode):
+    """Counts the all-gathers and reduce-scatters that run while it is active."""
+
+    def __init__(self):
+        super().__init__()
+        self.all_gathers = self.reduce_scatters = 0
+
+    def __torch_dispatch__(self, operator, types, args=(), kwargs=None):
+        name = operator.name()  # such as "c10d::_allgather_base_"
+        self.all_gathers += "allgather" in name
+        self.reduce_scatters += "reduce_scatter" in name
+        return operator(*args, **(kwargs or {}))
+
+
+def fsdp2_model(world_size, device):
+    """The model, each linear layer sharded across the workers, and the whole model as the root."""
     model = make_model().to(device)
     mesh = init_device_mesh(device.type, (world_size,))
     for layer in model:
         if isinstance(layer, nn.Linear):
             fully_shard(layer, mesh=mesh)
     fully_shard(model, mesh=mesh)
-    with CommDebugMode() as comm_mode, warnings.catch_warnings():
-        # CommDebugMode hooks every module, which makes FSDP2 see each output as a view and warn
-        # about in-place changes to it; nothing here changes an output in place.
-        warnings.filterwarnings("ignore", message="FSDP2-wrapped module .* returned a view tensor")
+    return model
+
+
+def fsdp2_accumulate(model, rank, world_size, device, sync_only_last, keep_unsharded):
+    """Step 0's gradient under FSDP2, and the collective calls of its K micro-batches."""
+    with CollectiveCounter() as counter:
         for i, (inputs, targets) in enumerate(my_micro_batches(0, rank, world_size, device)):
             last = i == K - 1
             loss = criterion(model(inputs), targets)
@@ -306,10 +324,9 @@ def fsdp2_accumulate(rank, world_size, device, sync_only_last, keep_unsharded):
             model.set_requires_gradient_sync(last or not sync_only_last)
             model.set_reshard_after_backward(last or not keep_unsharded)
             (loss / K).backward()
-    calls = {str(op): count for op, count in comm_mode.get_comm_counts().items()}
-    return {"gradient": torch.cat([p.grad.full_tensor().flatten() for p in model.parameters()]).cpu(),
-            "all-gathers": sum(count for op, count in calls.items() if "allgather" in op),
-            "reduce-scatters": sum(count for op, count in calls.items() if "reduce_scatter" in op)}
+    gradient = torch.cat([p.grad.full_tensor().flatten() for p in model.parameters()]).cpu()
+    model.zero_grad()  # no step taken: the next way starts from the same weights
+    return {"gradient": gradient, "all-gathers": counter.all_gathers, "reduce-scatters": counter.reduce_scatters}
 
 
 FSDP2_LOOPS = {
@@ -340,7 +357,8 @@ def run_worker(rank, local_rank, world_size, init_method):
     results = {"device": str(device), "backend": dist.get_backend(), "world size": world_size}
     for name, accumulate in ACCUMULATION_LOOPS.items():
         results[name] = measure(accumulate, rank, world_size, device)
-    results["FSDP2"] = {name: fsdp2_accumulate(rank, world_size, device, **switches)
+    sharded_model = fsdp2_model(world_size, device)
+    results["FSDP2"] = {name: fsdp2_accumulate(sharded_model, rank, world_size, device, **switches)
                         for name, switches in FSDP2_LOOPS.items()}
     dist.destroy_process_group()
     return results

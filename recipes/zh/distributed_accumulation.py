@@ -42,7 +42,6 @@ import sys
 import tempfile
 import time
 import traceback
-import warnings
 from contextlib import nullcontext
 from pathlib import Path
 
@@ -57,8 +56,8 @@ import torch.optim as optim
 from torch.distributed.algorithms.ddp_comm_hooks import default_hooks
 from torch.distributed.device_mesh import init_device_mesh
 from torch.distributed.fsdp import fully_shard
-from torch.distributed.tensor.debug import CommDebugMode
 from torch.nn.parallel import DistributedDataParallel as DDP
+from torch.utils._python_dispatch import TorchDispatchMode
 
 # %%
 # 谁在运行这个脚本，用什么设备
@@ -260,24 +259,42 @@ def measure(accumulate, rank, world_size, device):
 # ``model.set_reshard_after_backward(False)`` 让完整的参数在这些反向传播之后保留
 # 下来，代价是它们占用的内存。
 #
-# ``fsdp2_accumulate`` 用三种方式累积第 0 步：每次反向传播都通信；关掉梯度同步，
-# 直到最后一个微批量；再把重新分片也关掉。``CommDebugMode`` 是 PyTorch 用来调试集合
-# 通信的工具，它统计四个微批量中的 all-gather 和 reduce-scatter 次数。
+# ``fsdp2_accumulate`` 在同一个分片模型上用三种方式累积第 0 步，每种之后清零梯度：
+# 每次反向传播都通信；关掉梯度同步，直到最后一个微批量；再把重新分片也关掉。``CollectiveCounter`` 统计四个微批量中的
+# all-gather 和 reduce-scatter 次数：它是一个 **分派模式**\ （dispatch mode），在它
+# 生效期间，PyTorch 执行的每个算子它都能看到，集合通信调用也不例外。（PyTorch 自带的
+# ``CommDebugMode`` 也能统计这些，功能还多得多，但加载和运行都慢得多。）
 # ``full_tensor()`` 把分片的梯度重新拼成完整的张量，以便比较。
 
 
-def fsdp2_accumulate(rank, world_size, device, sync_only_last, keep_unsharded):
-    """FSDP2 下第 0 步的梯度，以及它的 K 个微批量中的集合通信调用次数。"""
+class CollectiveCounter(TorchDispatchMode):
+    """统计它生效期间执行的 all-gather 和 reduce-scatter 次数。"""
+
+    def __init__(self):
+        super().__init__()
+        self.all_gathers = self.reduce_scatters = 0
+
+    def __torch_dispatch__(self, operator, types, args=(), kwargs=None):
+        name = operator.name()  # 例如 "c10d::_allgather_base_"
+        self.all_gathers += "allgather" in name
+        self.reduce_scatters += "reduce_scatter" in name
+        return operator(*args, **(kwargs or {}))
+
+
+def fsdp2_model(world_size, device):
+    """把每个线性层切分到各个工作进程上、整个模型作为根模块的 FSDP2 模型。"""
     model = make_model().to(device)
     mesh = init_device_mesh(device.type, (world_size,))
     for layer in model:
         if isinstance(layer, nn.Linear):
             fully_shard(layer, mesh=mesh)
     fully_shard(model, mesh=mesh)
-    with CommDebugMode() as comm_mode, warnings.catch_warnings():
-        # CommDebugMode 给每个模块都挂上钩子，于是 FSDP2 把每个输出都看作视图，并警告
-        # 对它的原地修改；这里没有任何原地修改输出的操作。
-        warnings.filterwarnings("ignore", message="FSDP2-wrapped module .* returned a view tensor")
+    return model
+
+
+def fsdp2_accumulate(model, rank, world_size, device, sync_only_last, keep_unsharded):
+    """FSDP2 下第 0 步的梯度，以及它的 K 个微批量中的集合通信调用次数。"""
+    with CollectiveCounter() as counter:
         for i, (inputs, targets) in enumerate(my_micro_batches(0, rank, world_size, device)):
             last = i == K - 1
             loss = criterion(model(inputs), targets)
@@ -285,10 +302,9 @@ def fsdp2_accumulate(rank, world_size, device, sync_only_last, keep_unsharded):
             model.set_requires_gradient_sync(last or not sync_only_last)
             model.set_reshard_after_backward(last or not keep_unsharded)
             (loss / K).backward()
-    calls = {str(op): count for op, count in comm_mode.get_comm_counts().items()}
-    return {"gradient": torch.cat([p.grad.full_tensor().flatten() for p in model.parameters()]).cpu(),
-            "all-gathers": sum(count for op, count in calls.items() if "allgather" in op),
-            "reduce-scatters": sum(count for op, count in calls.items() if "reduce_scatter" in op)}
+    gradient = torch.cat([p.grad.full_tensor().flatten() for p in model.parameters()]).cpu()
+    model.zero_grad()  # 没有执行更新步：下一种方式从相同的权重出发
+    return {"gradient": gradient, "all-gathers": counter.all_gathers, "reduce-scatters": counter.reduce_scatters}
 
 
 FSDP2_LOOPS = {
@@ -318,7 +334,8 @@ def run_worker(rank, local_rank, world_size, init_method):
     results = {"device": str(device), "backend": dist.get_backend(), "world size": world_size}
     for name, accumulate in ACCUMULATION_LOOPS.items():
         results[name] = measure(accumulate, rank, world_size, device)
-    results["FSDP2"] = {name: fsdp2_accumulate(rank, world_size, device, **switches)
+    sharded_model = fsdp2_model(world_size, device)
+    results["FSDP2"] = {name: fsdp2_accumulate(sharded_model, rank, world_size, device, **switches)
                         for name, switches in FSDP2_LOOPS.items()}
     dist.destroy_process_group()
     return results
@@ -536,5 +553,5 @@ for name, calls in results["FSDP2"].items():
 # sphinx_gallery_thumbnail_number = 1
 
 # sphinx_gallery_start_ignore
-# Translates recipes/en/distributed_accumulation.py, English text 62b7bdc8975fc1f2 (make translation-status)
+# Translates recipes/en/distributed_accumulation.py, English text 38ff81ddb65bd3c5 (make translation-status)
 # sphinx_gallery_end_ignore
