@@ -44,12 +44,12 @@ RECIPE_ORDER = [
 
 project = {"en": "Zero-grad recipes", "zh": "梯度清零实践"}[LANG]
 author = {"en": "The zero-grad recipes authors", "zh": "梯度清零实践项目组"}[LANG]
-copyright = "2026, " + author
+copyright = {"en": "2026, ", "zh": "2026 "}[LANG] + author  # Chinese drops the comma: © 2026 梯度清零实践项目组
 language = {"en": "en", "zh": "zh_CN"}[LANG]
 locale_dirs = [str(ROOT / "docs" / "locale")]  # fills gaps in the theme's Chinese strings
 root_doc = "index"
 
-extensions = ["sphinx_gallery.gen_gallery"]
+extensions = ["sphinx_gallery.gen_gallery", "chinese_gallery_text"]
 templates_path = [str(ROOT / "docs" / "_templates")]
 html_static_path = [str(ROOT / "docs" / "_static")]
 html_css_files = ["site.css"]

@@ -228,7 +228,7 @@ plt.show()
 #
 # * ``backward()`` 把算出的梯度加到 ``.grad`` 上，从不替换原有的值。
 # * ``optimizer.step()`` 直接使用 ``.grad`` 里的值，不管里面累积了多少。
-# * ``optimizer.zero_grad()`` 把 ``.grad`` 设为 ``None``（传入 ``set_to_none=False``
+# * ``optimizer.zero_grad()`` 把 ``.grad`` 设为 ``None``\ （传入 ``set_to_none=False``
 #   时则填成零），让下一次反向传播从头开始。
 # * 两个损失共用一张计算图时，对它们的和做反向传播。``retain_graph=True`` 留给需要
 #   单独拿到每个损失梯度的场合；无论哪种做法，梯度都会在 ``.grad`` 里加起来。
