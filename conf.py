@@ -49,7 +49,7 @@ language = {"en": "en", "zh": "zh_CN"}[LANG]
 locale_dirs = [str(ROOT / "docs" / "locale")]  # fills gaps in the theme's Chinese strings
 root_doc = "index"
 
-extensions = ["sphinx_gallery.gen_gallery", "chinese_gallery_text"]
+extensions = ["sphinx_gallery.gen_gallery", "chinese_gallery_text", "chinese_search_synonyms"]
 templates_path = [str(ROOT / "docs" / "_templates")]
 html_static_path = [str(ROOT / "docs" / "_static")]
 html_css_files = ["site.css"]

@@ -13,6 +13,7 @@ test_downloads.py and test_failure_modes.py.
 
 import ast
 import datetime
+import json
 import re
 import zipfile
 from pathlib import Path
@@ -697,3 +698,35 @@ def test_the_checks_of_chinese_code_links_and_commas_can_fail():
                       '<code>f(a, b)</code>，<code>x</code>, <code>y</code> 和 z。</p>'
                       '<footer><p class="copyright">© 2026 梯度清零实践项目组</p></footer>')
     assert half_width_commas(full_width) == []
+
+
+# -- Chinese search under other names --------------------------------------------------
+# What readers type instead of the glossary's terms, and a page that must come up.
+OTHER_NAMES_SEARCHED = {"梯度归零": "gradients_accumulate", "梯度置零": "zero_grad_pitfalls",
+                        "梯度清零": "zeroing_out_gradients",
+                        "梯度累加": "gradient_accumulation", "梯度累计": "gradient_accumulation"}
+
+
+def search_index(site, lang):
+    """The index Sphinx's search page reads: searchindex.js is ``Search.setIndex({...})``."""
+    text = (site / lang / "searchindex.js").read_text(encoding="utf-8")
+    return json.loads(text[text.index("(") + 1:text.rindex(")")])
+
+
+def pages_indexed_under(index, term):
+    """The pages whose text or title the search index files under ``term`` (one whole search term)."""
+    pages = set()
+    for kind in ("terms", "titleterms"):
+        found = index[kind].get(term, [])
+        pages |= {index["docnames"][i] for i in ([found] if isinstance(found, int) else found)}
+    return pages
+
+
+def test_chinese_search_finds_pages_under_other_names(smoke_site):
+    """A search for 梯度归零 finds the glossary and the pages that say 清零 (docs/_ext/chinese_search_synonyms.py)."""
+    index = search_index(smoke_site, "zh")
+    for name, page in OTHER_NAMES_SEARCHED.items():
+        found = pages_indexed_under(index, name)
+        assert {"glossary", page} <= found, f"searching for {name} finds {sorted(found)}"
+    # the English site is left as it is
+    assert not pages_indexed_under(search_index(smoke_site, "en"), "梯度归零")

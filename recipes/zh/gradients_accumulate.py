@@ -154,7 +154,7 @@ def backward_both(one_after_the_other):
     y.register_hook(gradients_reaching_y.append)  # 每当反向传播到达 y 时调用
     first, second = y.sum(), (y / 2).sum()
     if one_after_the_other:
-        first.backward(retain_graph=True)  # 不保留计算图，second.backward() 就会像上面那样报错
+        first.backward(retain_graph=True)  # 如果不保留计算图，second.backward() 就会像上面那样报错
         second.backward()
     else:
         (first + second).backward()
