@@ -146,6 +146,15 @@ def declared_constants(app):
     return {page: {value(number) for number in numbers} for page, numbers in table.items()}
 
 
+def twin_numbers(app, docname):
+    """The numbers of the other language's source of this page: a constant may serve only one language."""
+    other = "en" if app.config.language.startswith("zh") else "zh"
+    sources = [ROOT / "recipes" / other / f"{docname}.py", ROOT / "docs" / other / f"{docname}.rst"]
+    if docname == "index":
+        sources.append(ROOT / "recipes" / other / "README.rst")
+    return {value(n) for path in sources if path.exists() for n in numbers_in(path.read_text(encoding="utf-8"))}
+
+
 SAID_SKIPPED = []
 
 
@@ -184,7 +193,7 @@ def check_page(app, doctree):
             docname, number, sentence_around(text, number), shown, docname,
             location=(docname, line), type="prose_numbers",
         )
-    in_prose = {value(number) for number, _, _ in prose}
+    in_prose = {value(number) for number, _, _ in prose} | twin_numbers(app, docname)
     for stale in sorted(map(str, declared - in_prose)):
         logger.warning("%s: docs/prose_numbers.toml declares %s, which the prose no longer says; remove it.",
                        docname, stale, location=docname, type="prose_numbers")

@@ -285,14 +285,14 @@ def print_size_ranges(sizes):
 print_size_ranges(sizes_with)
 
 # %%
-# The mean loss falls from one printed line to the next, most in the first
-# epoch. The sizes show what the optimizer works with. ``.grad`` is the
-# gradient of the current mini-batch of 4 images, so its size changes from
-# line to line, in the range printed last. The momentum buffer adds up past
-# gradients with weights that shrink by a factor of 0.9 per step, which would
-# make it ten times a gradient that never changed. Yet it is
-# only a few times as large as ``.grad``: the gradients of different
-# mini-batches point in different directions and partly cancel.
+# The mean loss falls steadily, most in the first epoch. The sizes show what
+# the optimizer works with. ``.grad`` is the gradient of the current
+# mini-batch of 4 images, so its size changes from line to line, in the range
+# printed last. The momentum buffer adds up past gradients with weights that
+# shrink by a factor of 0.9 per step, which would make it ten times a
+# gradient that never changed. Yet it is only a few times as large as
+# ``.grad``: the gradients of different mini-batches point in different
+# directions and partly cancel.
 #
 # Train again without it
 # ----------------------
@@ -320,20 +320,20 @@ grad_with, grad_without = sizes_with[0][0], sizes_without[0][0]
 print(f"at the first printed line, .grad is {grad_without / grad_with:.3g} times as large as in the normal run")
 
 # %%
-# The first printed line shows both piles. ``.grad`` is many orders of
-# magnitude larger than in the normal run at the same step (the last line
-# above says how many times), and the momentum buffer is about ten times as
-# large again, as the arithmetic above predicts. The mean loss of those steps
-# is far above the 2.3 of random guessing: steps that large throw the weights
-# to places where the network's outputs, and so its loss, are huge.
+# The first printed line shows both piles. ``.grad`` is far larger than in
+# the normal run at the same step (the last line above says how many times),
+# and the momentum buffer is about ten times as large again, as the arithmetic
+# above predicts. The mean loss of those steps is well above the 2.3 of random
+# guessing: steps that large throw the weights to places where the network's
+# outputs, and so its loss, are huge.
 #
 # How the run ends depends on the exact numbers, and the lines above show how
 # it ended on the machine that built this page. Either the loss at some step
 # is no longer a finite number, because the outputs or the weights have
 # overflowed ``float32``: the loop then reports the step, how large the
 # outputs were and whether the weights are still finite, and stops. Or the
-# weights keep swinging through huge values to the end of both epochs, and the
-# loss stays far above that of random guessing. Started from initial weights
+# run reaches the end of both epochs, with a loss far above that of random
+# guessing. Started from initial weights
 # changed by amounts as small as rounding errors, run with a different number
 # of threads, on another kind of CPU or on a GPU, the same run can end either
 # way, and at another step.
@@ -405,10 +405,10 @@ plt.show()
 # random guessing and keeps falling, while the run without ``zero_grad()`` soon
 # leaves the top of the plot. On the right are the steps that the second run
 # lasted, as many as the title says. Its loss first reaches twice that of the
-# normal run at the step marked by the circle and printed above, then jumps by
-# orders of magnitude in single spikes and stays far above random guessing
-# between them. A red line, where there is one, marks the step at which the
-# loss stopped being a finite number.
+# normal run at the step marked by the circle and printed above, then climbs
+# by orders of magnitude, with single spikes higher still, and never comes
+# back down to random guessing. A red line, where there is one, marks the step
+# at which the loss stopped being a finite number.
 #
 # Test accuracy
 # -------------

@@ -269,7 +269,7 @@ def print_size_ranges(sizes):
 print_size_ranges(sizes_with)
 
 # %%
-# 平均损失一行比一行低，第一轮降得最多。打印出的两个大小说明了优化器在用什么
+# 平均损失稳步下降，第一轮降得最多。打印出的两个大小说明了优化器在用什么
 # 更新参数。``.grad`` 是当前小批量（4 张图像）的梯度，所以它的大小每行都不一样，
 # 范围见最后一行。动量缓冲区把以往的梯度加在一起，每个梯度的系数每过一步乘以
 # 0.9；如果梯度始终不变，缓冲区就会是它的十倍。可缓冲区只是 ``.grad`` 的几倍，
@@ -298,15 +298,15 @@ grad_with, grad_without = sizes_with[0][0], sizes_without[0][0]
 print(f"at the first printed line, .grad is {grad_without / grad_with:.3g} times as large as in the normal run")
 
 # %%
-# 打印出的第一行就同时显示了这两处累积。``.grad`` 比正常训练在同一步时大了好几个
-# 数量级（大多少倍见上面最后一行），动量缓冲区又是它的十倍左右，与上面的推算一致。
-# 这些步的平均损失远高于随机猜测的 2.3：这么大的更新步把权重甩到了网络输出极大、
+# 打印出的第一行就同时显示了这两处累积。``.grad`` 比正常训练在同一步时大得多
+# （大多少倍见上面最后一行），动量缓冲区又是它的十倍左右，与上面的推算一致。
+# 这些步的平均损失明显高于随机猜测的 2.3：这么大的更新步把权重甩到了网络输出极大、
 # 损失也随之极大的地方。
 #
 # 这次训练最后怎样收场，取决于确切的数值；构建本页的机器上的结果见上面的打印。
 # 一种可能是，到了某一步，输出或权重超出了 ``float32`` 的范围，损失不再是有限的数：
-# 循环报告是哪一步、当时输出有多大、权重是否仍然有限，然后停止。另一种可能是，权重
-# 一直在极大的数值之间来回摆动，直到跑完两轮，损失始终远高于随机猜测。初始权重只要
+# 循环报告是哪一步、当时输出有多大、权重是否仍然有限，然后停止。另一种可能是，训练
+# 一直跑完两轮，损失远高于随机猜测。初始权重只要
 # 改动舍入误差那么一点，或者换一个线程数、换一种 CPU、换到 GPU 上运行，同样的训练
 # 就可能换一种收场，或者在另一步收场。
 #
@@ -374,7 +374,7 @@ plt.show()
 # 左图中，正常训练确实在学习：损失降到远低于随机猜测的 2.3，而且还在继续下降；
 # 不调用 ``zero_grad()`` 的训练则很快冲出了图的上边界。右图是第二次训练持续的那些步，
 # 步数见图的标题。它的损失在圆圈标出、上面也打印了的那一步第一次达到正常训练的
-# 两倍，之后在一次次尖峰中骤然跳高几个数量级，尖峰之间也一直远高于随机猜测。如果
+# 两倍，之后攀升几个数量级，个别尖峰还要更高，再也没有回落到随机猜测的水平。如果
 # 有红线，它标出的是损失不再有限的那一步。
 #
 # 测试准确率
@@ -512,5 +512,5 @@ print(f"conv1 frozen after backward(): .grad still set: {model.conv1.weight.grad
 # sphinx_gallery_thumbnail_number = 1
 
 # sphinx_gallery_start_ignore
-# Translates recipes/en/zeroing_out_gradients.py, English text f992776fa7328b6d (make translation-status)
+# Translates recipes/en/zeroing_out_gradients.py, English text abd98ebb8e07d953 (make translation-status)
 # sphinx_gallery_end_ignore
