@@ -741,3 +741,12 @@ def test_chinese_search_finds_pages_under_other_names(smoke_site):
         assert {"glossary", page} <= found, f"searching for {name} finds {sorted(found)}"
     # the English site is left as it is
     assert not pages_indexed_under(search_index(smoke_site, "en"), "梯度归零")
+
+
+@pytest.mark.parametrize("lang", LANGUAGES)
+def test_notebooks_show_no_escaped_spaces(smoke_site, lang):
+    """The reST escaped space next to inline code (``None``\\ （…）) is nothing; Markdown would show a backslash."""
+    shown = [f"{name}: {line.strip()[:80]!r}" for name in RECIPE_NAMES
+             for cell in nbformat.read(find_download(smoke_site, lang, f"{name}.ipynb"), as_version=4).cells
+             if cell.cell_type == "markdown" for line in cell.source.splitlines() if "\\ " in line]
+    assert not shown, "\n".join(shown)
