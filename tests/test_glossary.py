@@ -11,11 +11,10 @@ check follow from it:
 
 import ast
 import re
-from pathlib import Path
 
 import pytest
 
-from conftest import REPO, RECIPES
+from conftest import RECIPES, REPO
 
 DOCS = REPO / "docs"
 GLOSSARY = {lang: DOCS / lang / "glossary.rst" for lang in ("en", "zh")}
@@ -224,8 +223,9 @@ def test_glossary_terms_are_not_discouraged_variants():
 @pytest.mark.parametrize("path", chinese_files(), ids=lambda p: f"{p.parent.parent.name}/zh/{p.name}")
 def test_no_discouraged_variants(path):
     uses = discouraged_uses(without_other_names(path, path.read_text(encoding="utf-8")))
-    assert not uses, "\n".join(f"{path.name}:{n}: {variant!r} in {context!r} (glossary: {term} -> {core(glossary()[term])})"
-                               for n, variant, term, context in uses)
+    assert not uses, "\n".join(
+        f"{path.name}:{n}: {variant!r} in {context!r} (glossary: {term} -> {core(glossary()[term])})"
+        for n, variant, term, context in uses)
 
 
 @pytest.mark.parametrize("path", [p for p in chinese_files() if english_twin(p).exists()],
