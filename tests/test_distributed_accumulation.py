@@ -266,7 +266,8 @@ def test_workers_forked_after_cuda_was_touched_fall_back_to_gloo_and_say_so(tmp_
     code, stdout, stderr = run_in(script.parent, [sys.executable, str(wrapper), str(script)])
     assert code == 0, stderr
     assert CUDA_TOUCHED_BEFORE_FORK in stdout, stdout
-    assert re.search(r"^Using device: cpu$", stdout, re.M) and re.search(r"^Backend: gloo, world size: 2$", stdout, re.M)
+    assert re.search(r"^Using device: cpu$", stdout, re.M), stdout
+    assert re.search(r"^Backend: gloo, world size: 2$", stdout, re.M), stdout
 
 
 def test_the_builds_execution_record_leaves_fork_usable_for_cuda():

@@ -420,9 +420,9 @@ def learning_rate_of_each_update(scheduler_step_every_micro_batch):
     rates = []
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        for epoch in range(EPOCHS):
+        for _ in range(EPOCHS):
             for window in windows:
-                for micro_batch in window:
+                for _micro_batch in window:
                     # the forward and backward passes would go here
                     if scheduler_step_every_micro_batch:
                         scheduler.step()  # wrong: counts micro-batches
@@ -778,7 +778,7 @@ def train(model, scheduler_step_every_micro_batch=False):
             # This variant's warning, shown above. In the right loop it would mean that
             # GradScaler skipped the first update, so it stays visible there.
             warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler.step\(\)` before")
-        for epoch in range(EPOCHS):
+        for _ in range(EPOCHS):
             for window in windows:
                 window_tokens = real_tokens(sequences_of(window))
                 window_loss = torch.zeros((), device=device)

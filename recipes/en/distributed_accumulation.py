@@ -561,7 +561,8 @@ for name, calls in results["FSDP2"].items():
 # per sharded layer, but the all-gathers stay as many as with sync on: every
 # micro-batch's forward and backward pass gathers the parameters again.
 # Keeping them unsharded after the backward passes saves the all-gathers of
-# the next forward passes, as the last line shows. There is a memory cost: while synchronization is off, each worker keeps the
+# the next forward passes, as the last line shows. There is a memory cost:
+# while synchronization is off, each worker keeps the
 # gradient of the micro-batches so far for *whole* parameters, not just for its
 # shards, until the last backward pass reduce-scatters it. That is memory that
 # sharding was meant to save: when full gradients do not fit, leave

@@ -383,7 +383,7 @@ def train(model, micro_batch_size, accumulation_steps, epochs=25):
     optimizer = optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
     shuffle = torch.Generator().manual_seed(0)
     losses = []
-    for epoch in range(epochs):
+    for _ in range(epochs):
         order = torch.randperm(len(inputs), generator=shuffle).to(device)
         micro_batches = order.split(micro_batch_size)
         for start in range(0, len(micro_batches), accumulation_steps):

@@ -316,7 +316,8 @@ print(f"momentum 0.9, zeroed: loss over the last 100: {min(last):.4f} to {max(la
 # thing through different code, which may round differently, and the swings
 # carry those differences along. Whether there is one depends on the CPU's
 # vector instructions: restricted to plain ones (run with the environment
-# variable ``ATEN_CPU_CAPABILITY=default``), PyTorch gives exactly 0 here. So a loop that forgets ``zero_grad()`` is running momentum
+# variable ``ATEN_CPU_CAPABILITY=default``), PyTorch gives exactly 0 here. So a
+# loop that forgets ``zero_grad()`` is running momentum
 # SGD with no friction. Ordinary momentum, 0.9 for example, keeps only 90 % of
 # the previous velocity in each step, and that loss of speed is what lets the
 # swings die down: with ``zero_grad()`` and momentum 0.9, the loss of the same

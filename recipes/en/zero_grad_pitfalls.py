@@ -62,7 +62,7 @@ import torchvision
 # torch.utils.benchmark loads torch.utils.cpp_extension, which logs a warning on
 # machines that have the CUDA compiler but no GPU; nothing here compiles CUDA code.
 logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
-from torch.utils import benchmark
+from torch.utils import benchmark  # noqa: E402 (after the logging setup above)
 
 # The test suite sets ZERO_GRAD_SMOKE=1 to shorten the timings to a fraction of a second.
 SMOKE_TEST = os.environ.get("ZERO_GRAD_SMOKE") == "1"

@@ -5,7 +5,7 @@
 ========================
 
 《:ref:`gradient_accumulation`》把这项技术归结为一条规则：每个微批量的损失除以
-``k``，每第 ``k`` 个微批量执行一个更新步并清零梯度。真实的训练循环里还有混合
+``k``，每累积 ``k`` 个微批量，执行一次更新步并清零梯度。真实的训练循环里还有混合
 精度、梯度裁剪、学习率调度，以及长短不一的序列；这些环节都必须顾及一点：现在
 一次更新由 ``k`` 次反向传播组成。
 
@@ -38,8 +38,8 @@
 # （它也接受 ``float16``）。页面会打印实际使用的类型。
 #
 # .. note::
-#    设定了种子，脚本在同一台机器上、用同一个 PyTorch 版本和同样的线程数运行，每次
-#    打印的数字都相同。数据和初始权重都在 CPU 上生成，所以 GPU 上的起点相同，但
+#    设定了种子后，只要在同一台机器上、用同一个 PyTorch 版本和同样的线程数运行，脚本
+#    每次打印的数字都相同。数据和初始权重都在 CPU 上生成，所以 GPU 上的起点相同，但
 #    算出的数字会有出入：GPU 用 ``float16`` 计算，核函数做加法的顺序也与 CPU 不同；
 #    即使在同一块 GPU 上，多次运行也不保证逐位一致。
 
@@ -76,7 +76,7 @@ print(f"Autocast dtype: {amp_dtype}")
 # 「真实词元」计入损失：长度为 ``n`` 的序列贡献 ``n - 1`` 个。
 #
 # 一个微批量有 8 条序列，每次更新由 ``k = 4`` 个微批量组成，所以等效批量大小是
-# 32 条序列。240 条序列每轮给出 30 个微批量。一次更新所用的那些微批量，下文称为
+# 32 条序列。240 条序列每轮分成 30 个微批量。一次更新所用的那些微批量，下文称为
 # 一个「窗口」：每轮有 7 个完整的窗口，每个 4 个微批量，最后还有一个只有 2 个
 # 微批量的窗口。
 
@@ -144,7 +144,7 @@ print(f"{len(micro_batches)} micro-batches per epoch, {len(windows)} updates per
 # 一个向量，``flat_gradient`` 读完后还会清零梯度；``compare`` 用
 # ``torch.allclose`` 比较两个梯度，允许的舍入误差与梯度的大小成比例；函数
 # ``relative_error`` 给出差值的范数占参考梯度范数的比例。``mean_loss_over_k``
-# 是 :ref:`gradient_accumulation` 里的损失：每个微批量的平均损失除以 ``k``。
+# 是《:ref:`gradient_accumulation`》里的损失：每个微批量的平均损失除以 ``k``。
 # 每个损失函数都以模型和微批量为参数，其他要除的数则用 ``functools.partial`` 传入。
 # 这些比较都在 ``float32`` 下进行，不开 autocast，这样「相等」才能表示只差舍入
 # 误差。
@@ -193,7 +193,7 @@ def mean_loss_over_k(model, micro_batch):
 #
 # ``torch.autocast`` 让前向传播中的矩阵乘法等运算以较低的精度运行。损失缩放器
 # ``torch.amp.GradScaler`` 在 ``backward()`` 之前把损失乘以一个很大的因子，
-# 使很小的 ``float16`` 梯度不至于被舍入成零，并在优化器使用梯度之前再除以同一个
+# 使很小的 ``float16`` 梯度不至于被舍入成零，并在优化器使用梯度之前，把梯度再除以同一个
 # 因子。``bfloat16`` 的指数范围与 ``float32`` 相同，不需要缩放；不过在 CPU 上，
 # 这里仍然启用了缩放器（``GradScaler("cpu")`` 是一个真正起作用的缩放器，而不是
 # 空操作），好让两种设备运行同一份代码。这段代码还用一个禁用的缩放器把梯度再算
@@ -248,18 +248,18 @@ optimizer.zero_grad()
 # %%
 # 在 ``unscale_`` 之前，梯度的范数等于真实范数乘以缩放因子。之后，梯度与
 # ``float32`` 下的梯度只差低精度带来的舍入误差：在构建本页面的机器上，相对误差
-# 远小于百分之一，但已不是 ``float32`` 那种量级的舍入误差。所以后面的精确比较
+# 远小于 1%，但已不是 ``float32`` 那种量级的舍入误差。所以后面的精确比较
 # 都在 ``float32`` 下进行。
 #
 # 在 ``bfloat16`` 下，缩放没有改变任何东西：乘以 2 的幂、再除回去，在浮点运算中
 # 是精确的，除非某个数上溢，或者小到无法表示；而凭 ``bfloat16`` 的范围，这里
 # 两种情况都没有发生。在 CPU 上，上面最后一行输出的是 ``True``。在 GPU 上用
-# ``float16`` 时，没有缩放，最小的那些梯度可能被舍入成零，两个梯度就可能不同。
+# ``float16`` 时，如果不缩放，最小的那些梯度就可能被舍入成零，两个梯度也就可能不同。
 #
 # 错误的顺序：每个微批量都反缩放
 # ------------------------------
 #
-# 在微批量循环内部裁剪梯度的循环，需要在那里拿到反缩放后的梯度，于是每次
+# 如果要在微批量循环内部裁剪梯度，就得在那里拿到反缩放后的梯度，于是每次
 # ``backward()`` 之后都调用 ``unscale_``。``GradScaler`` 会记下这个优化器的梯度
 # 已经反缩放过，在 ``update()`` 之前拒绝再做一次：第二个微批量就会报错。我们
 # 捕获这个错误，打印它的消息。
@@ -287,7 +287,7 @@ optimizer.zero_grad()
 # 梯度裁剪：对反缩放后的梯度之和只裁剪一次
 # ----------------------------------------
 #
-# ``clip_grad_norm_`` 把梯度按比例缩小，使它的范数不超过 ``max_norm``。该裁剪
+# ``clip_grad_norm_`` 把梯度按比例缩小，使它的范数不超过 ``max_norm``。应当裁剪
 # 的是这次更新的梯度，也就是全部 ``k`` 个微批量的梯度之和。如果在微批量循环内部
 # 调用它，裁剪的就是到目前为止的部分和，而且每个微批量之后都要裁剪一次：靠前的
 # 微批量被缩小好几次，最后一个最多一次。参考值是手工把梯度之和缩放到范数为
@@ -314,8 +314,8 @@ print(f"clipped every micro-batch: relative error "
 # 了方向：它给各个微批量的权重并不相等，最后一个最重。
 #
 # 用了 ``GradScaler``，还有第二种裁错梯度的方式：在 ``unscale_`` 之前裁剪。这时
-# ``.grad`` 里是乘上了缩放因子的梯度，裁剪把它缩小到「缩放后」的范数为
-# ``MAX_NORM``；接着 ``unscale_`` 再除以缩放因子，优化器拿到的梯度，范数只有
+# ``.grad`` 里是乘上了缩放因子的梯度，裁剪会把它缩小到范数为
+# ``MAX_NORM``——但这是「缩放后」的范数；接着 ``unscale_`` 再除以缩放因子，优化器拿到的梯度，范数只有
 # ``MAX_NORM`` 除以缩放因子。
 
 for micro_batch in window:
@@ -394,9 +394,9 @@ def learning_rate_of_each_update(scheduler_step_every_micro_batch):
     rates = []
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        for epoch in range(EPOCHS):
+        for _ in range(EPOCHS):
             for window in windows:
-                for micro_batch in window:
+                for _micro_batch in window:
                     # 前向传播和反向传播本应放在这里
                     if scheduler_step_every_micro_batch:
                         scheduler.step()  # 错误：数的是微批量
@@ -499,7 +499,7 @@ plt.show()
 # 加起来恰好是等效批量的词元平均损失。
 #
 # .. note::
-#    2024 年 10 月，Hugging Face 介绍了他们广泛使用的 ``transformers`` 库中
+#    2024 年 10 月，Hugging Face 介绍了自家那个被广泛使用的 ``transformers`` 库里
 #    ``Trainer`` 的这个错误：同样的训练，开启梯度累积与不开启时，损失对不上。他们的
 #    修复办法是把整个等效批量的真实词元数传给损失函数（见
 #    `他们的说明 <https://huggingface.co/blog/gradient_accumulation>`_）。
@@ -546,7 +546,7 @@ print(f"token sum / window tokens: relative error {relative_error(token_weighted
 #
 # 30 个微批量分不成整数个 4 个一组的窗口：最后一个窗口只有 2 个。只在
 # ``(i + 1) % k == 0`` 时执行更新步的循环会怎样处理这样的窗口，见
-# :ref:`gradient_accumulation`：它永远不会为这个窗口执行更新步，窗口的梯度会加到
+# 《:ref:`gradient_accumulation`》：它永远不会为这个窗口执行更新步，窗口的梯度会加到
 # 下一轮的第一次更新上。在一轮结束时确实执行了更新步、却仍然除以 ``k`` 的循环，
 # 得到的梯度只有应有值的 2/4：一般地说，是窗口里实际的微批量个数除以 ``k``。各
 # 微批量大小相同时，对平均损失，除数应当是 ``len(window)``\ （一般情况下，每个微批量
@@ -726,7 +726,7 @@ def train(model, scheduler_step_every_micro_batch=False):
             # 这种写法的警告，上文已经展示过。在正确的循环里，它意味着 GradScaler
             # 跳过了第一次更新，所以在那里保留它。
             warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler.step\(\)` before")
-        for epoch in range(EPOCHS):
+        for _ in range(EPOCHS):
             for window in windows:
                 window_tokens = real_tokens(sequences_of(window))
                 window_loss = torch.zeros((), device=device)
@@ -762,7 +762,7 @@ for name, every_micro_batch in [("scheduler.step() every update", False),
 # %%
 # 调度器按微批量计数的那次运行，起初下降得更快，因为它的预热在第 2 个更新步就
 # 结束了；随后学习率在第 11 个更新步降为零，它也就不再学习：此后权重不再变化，
-# 最后几轮重复着同样的八个损失值。正确的调度则一直改进到最后。（每次更新的损失
+# 最后几轮重复着同样的八个损失值。调度正确的那次运行则一直改进到最后。（每次更新的损失
 # 是在它自己那个窗口的序列上测得的，各窗口的序列不同，所以曲线呈锯齿状。）
 
 fig, ax = plt.subplots(figsize=(8, 4))
@@ -795,9 +795,9 @@ plt.show()
 # * 记录 ``loss.item()`` 或 ``loss.detach()``，并且每个微批量调用一次
 #   ``backward()``。
 # * 在窗口结束时保存检查点：两个 ``state_dict()`` 都不包含 ``.grad``。
-# * 规则本身见 :ref:`gradient_accumulation`，推广到多块 GPU 见
-#   :ref:`distributed_accumulation`，``zero_grad()`` 应该放在哪里见
-#   :ref:`zero_grad_pitfalls`。
+# * 规则本身见《:ref:`gradient_accumulation`》，推广到多块 GPU 见
+#   《:ref:`distributed_accumulation`》，``zero_grad()`` 应该放在哪里见
+#   《:ref:`zero_grad_pitfalls`》。
 
 # sphinx_gallery_thumbnail_number = 1
 

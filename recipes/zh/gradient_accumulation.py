@@ -26,7 +26,7 @@
   ``optimizer.step()``，再执行 ``optimizer.zero_grad()``。
 
 本教程先验证按这条规则累积出的梯度与整批数据一次算出的梯度完全一致，再逐一展示
-出错的情形：循环中忘了除以 ``k``（以及这对 SGD、Adam 和梯度裁剪各有什么影响）、
+出错的情形：循环中忘了除以 ``k``\\ （以及这对 SGD、Adam 和梯度裁剪各有什么影响）、
 损失本来就是求和却仍然除以 ``k``、一轮末尾剩下的微批量凑不满一次更新、模型中有
 批量归一化层。最后用两种方式训练同一个小网络，说明两条损失曲线其实是同一条。
 """
@@ -103,7 +103,7 @@ batch_inputs, batch_targets = inputs[:BATCH_SIZE], targets[:BATCH_SIZE]
 # ``accumulate`` 把同样这些样本点切成大小为 64 的微批量，每个微批量调用一次
 # ``backward()``，让梯度在 ``.grad`` 里累加起来。每个微批量的损失按它所占样本的
 # 比例加权，这里是 64 / 256 = 1 / ``k``；其他加权方式就是后文要展示的错误。（这里的
-# 「整批」指一次处理完这 256 个样本点，而不是整个数据集。）``accumulated_gradient`` 和
+# 「整批」指一次处理完这 256 个样本点，而不是整个数据集。）\ ``accumulated_gradient`` 和
 # ``full_batch_gradient`` 都把所有参数的梯度拼成一个一维向量返回。然后由 ``compare``
 # 用 ``torch.allclose`` 比较两者，允许的舍入误差与梯度本身的大小成比例，并打印两者
 # 之间最大的绝对差。
@@ -217,17 +217,18 @@ print(f"SGD with clip_grad_norm_(max_norm=1.0): clipped {clipped['none']} of 8 u
       f"{clipped['share of the points']} of 8 with it")
 
 # %%
-# 说忘了除以 ``k``「相当于把学习率乘以 ``k``」，只对不带权重衰减的 SGD（有没有动量
+# 说忘了除以 ``k``\ 「相当于把学习率乘以 ``k``」，只对不带权重衰减的 SGD（有没有动量
 # 都一样）严格成立：它的更新量是梯度的线性函数（有动量时，是迄今全部梯度的线性
 # 函数），所以不做除法得到的权重与把学习率乘以
 # ``k`` 的那一遍相同（这里是逐位相同，因为在二进制浮点数中乘以或除以 4 不损失任何
 # 精度），而与本该得到的权重相去甚远。
 #
-# * ``optim.SGD``（以及 ``optim.Adam``）的权重衰减是 **耦合** 的：它把
+# * ``optim.SGD``\ （以及 ``optim.Adam``）的权重衰减是 **耦合** 的：它把
 #   ``weight_decay * param`` 加到梯度上，而这一项不会乘以 ``k``。不做除法时，这一遍
 #   与另外两遍都对不上：它相当于学习率乘以 ``k``、权重衰减除以 ``k``。
 # * Adam 和 AdamW 用梯度的滑动平均值除以梯度平方的滑动平均值的平方根。梯度变成
-#   原来的 ``k`` 倍时，两者按同样的比例变化，所以更新量几乎不变：权重的差别只有变化量的十万分之几，而且完全来自 ``eps``，即加在
+#   原来的 ``k`` 倍时，两者按同样的比例变化，所以更新量几乎不变：权重的差别只有
+#   变化量的十万分之几，而且完全来自 ``eps``，即加在
 #   那个平方根上的小常数。在这里忘了除以 ``k`` 几乎没有影响，为了「补偿」而把学习率
 #   乘以 ``k``，才是真正的错误。AdamW 的权重衰减直接作用在权重上，不经过梯度，所以
 #   它的含义也不受影响。
@@ -254,10 +255,10 @@ compare("sum reduction, not divided == full batch",
 # 对不上的情形：一轮中的最后一个窗口
 # ----------------------------------
 #
-# 2,200 个样本点切成 34 个 64 个样本的微批量和 1 个 24 个样本的微批量，共 35 个。
+# 2,200 个样本点切成 34 个各含 64 个样本点的微批量和 1 个含 24 个样本点的微批量，共 35 个。
 # 把一次更新所用的那些微批量称为一个窗口，这 35 个微批量就是 8 个 ``k = 4`` 的窗口，
 # 外加最后一个由 3 个微批量组成的窗口，共 64 + 64 + 24 = 152 个样本点。整批训练
-# 则把同样的一轮数据分成 8 个 256 的批量和 1 个 152 的批量。
+# 则把同样的一轮数据分成 8 个大小为 256 的批量和 1 个大小为 152 的批量。
 #
 # 最后这个窗口要单独加权。它的损失应当是这 152 个样本点的平均值，所以每个微批量
 # 按它在其中所占的比例计入：64 / 152、64 / 152 和 24 / 152。如果仍然除以 ``k``，
@@ -319,7 +320,7 @@ compare("batch norm, accumulated == full batch",
 # 这次的差别已经不是舍入误差了。它在实践中要不要紧，取决于微批量的大小：基于 64 个
 # 样本点的统计量比基于 256 个的噪声大一些，但通常仍然够用；只有 2 个或 4 个样本点时
 # 就不行了。不在批内样本之间混合信息的层，例如 ``nn.LayerNorm`` 和 ``nn.GroupNorm``，
-# 累积的结果与整批一致，只差舍入误差。Dropout 也会造成差异，原因只是随机掩码不同，
+# 累积的结果与整批一致，只差舍入误差。dropout 也会造成差异，原因只是随机掩码不同，
 # 但它并不改变所估计的量。
 #
 # 两种方式各训练一遍
@@ -344,7 +345,7 @@ def train(model, micro_batch_size, accumulation_steps, epochs=25):
     optimizer = optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
     shuffle = torch.Generator().manual_seed(0)
     losses = []
-    for epoch in range(epochs):
+    for _ in range(epochs):
         order = torch.randperm(len(inputs), generator=shuffle).to(device)
         micro_batches = order.split(micro_batch_size)
         for start in range(0, len(micro_batches), accumulation_steps):
@@ -384,9 +385,9 @@ print(f"max difference between the two loss histories: {loss_difference:.2e}")
 # 下图画出了两条损失曲线。虚线（梯度累积）与实线（整批）完全重合。
 
 fig, ax = plt.subplots(figsize=(8, 4.5))
-ax.plot(runs["full batch"], linewidth=3, alpha=0.5, label="整批：256 个样本")
+ax.plot(runs["full batch"], linewidth=3, alpha=0.5, label="整批：256 个样本点")
 ax.plot(runs["accumulated"], "--", color="black", linewidth=1,
-        label="梯度累积：4 个微批量，每个 64 个样本")
+        label="梯度累积：4 个微批量，每个 64 个样本点")
 ax.set_yscale("log")
 ax.set_xlabel("更新步")
 ax.set_ylabel("该批数据的均方误差")
@@ -427,7 +428,7 @@ for batch_size in (MICRO_BATCH_SIZE, BATCH_SIZE):
 #   权重衰减和裁剪阈值的含义。如果用的是 ``reduction="sum"``，就不要除。
 # * 一轮中最后一个窗口结束时也要执行更新步，每个微批量按它在所属窗口的样本中所占的
 #   比例加权。
-# * 跨样本计算的层（首先是批量归一化）每次只能看到一个微批量，结果也就不再与整批
+# * 跨样本计算的层（尤其是批量归一化）每次只能看到一个微批量，结果也就不再与整批
 #   相同。
 # * 梯度累积能精确复现更大的批量；在较小批量下调好的训练，换到这个批量上，通常要
 #   重新调整学习率和预热。
