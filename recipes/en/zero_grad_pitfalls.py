@@ -160,9 +160,10 @@ print("zero_grad() between backward() and step(), weights changed:",
 # ----------------------------------------
 #
 # ``optim.LBFGS`` does not take one step from one gradient. Its ``step(closure)``
-# calls the closure, which computes the loss and calls ``backward()``, as many
-# times as its line search needs, up to ``max_iter`` times per step (20 by
-# default), and it reads ``.grad`` after each call. ``zero_grad()`` therefore
+# runs up to ``max_iter`` inner iterations (20 by default), and calls the
+# closure, which computes the loss and calls ``backward()``, once in each of
+# them (more often with ``line_search_fn="strong_wolfe"``); it reads ``.grad``
+# after each call. ``zero_grad()`` therefore
 # belongs inside the closure. Called once per ``step()``, as in the loops above,
 # it lets the gradients of all the evaluations within a step add up, and every
 # evaluation but the first sees a sum. ``train_lbfgs`` fits the same linear
@@ -196,10 +197,10 @@ for where, in_closure in [("inside the closure", True), ("once per step()", Fals
 
 # %%
 # With ``zero_grad()`` inside the closure, LBFGS brings the loss down to the
-# noise in the data within a few calls. Cleared once per ``step()``, each line
-# search works on ever larger sums of stale gradients: it uses up its calls
-# and drives the loss far above where it started, the ``loss before
-# training`` printed earlier.
+# noise in the data within a few calls. Cleared once per ``step()``, each inner
+# iteration works on an ever larger sum of stale gradients: the optimizer uses
+# up all its iterations and drives the loss far above where it started, the
+# ``loss before training`` printed earlier.
 #
 # ``model.zero_grad()`` or ``optimizer.zero_grad()``?
 # ---------------------------------------------------

@@ -146,9 +146,10 @@ print("zero_grad() between backward() and step(), weights changed:",
 # 用闭包时：``LBFGS`` 要在闭包里清零
 # ----------------------------------
 #
-# ``optim.LBFGS`` 并不是用一个梯度迈一步。它的 ``step(closure)`` 会按线搜索的需要
-# 多次调用闭包（闭包负责计算损失并调用 ``backward()``），每个更新步最多调用
-# ``max_iter`` 次（默认 20 次），并在每次调用之后读取 ``.grad``。所以
+# ``optim.LBFGS`` 并不是用一个梯度迈一步。它的 ``step(closure)`` 最多做
+# ``max_iter`` 次内部迭代（默认 20 次），每次迭代调用一次闭包（闭包负责计算损失并
+# 调用 ``backward()``；用 ``line_search_fn="strong_wolfe"`` 时调用得更多），并在
+# 每次调用之后读取 ``.grad``。所以
 # ``zero_grad()`` 应当放在闭包里。如果像上面的循环那样每次 ``step()`` 只清零一次，
 # 同一个更新步里各次求值的梯度就会加在一起，除第一次以外，每次求值看到的都是一个和。
 # ``train_lbfgs`` 用两种写法对同一个线性回归各训练 3 个更新步，并统计闭包被调用的次数。
@@ -181,8 +182,8 @@ for where, in_closure in [("inside the closure", True), ("once per step()", Fals
 
 # %%
 # 在闭包里调用 ``zero_grad()`` 时，LBFGS 只调用几次闭包，就把损失降到了数据噪声的
-# 水平。每次 ``step()`` 只清零一次时，每一次线搜索面对的都是越积越大的过时梯度之和：
-# 它用完了所有调用次数，还把损失推到远高于起点的地方，起点即前面打印的
+# 水平。每次 ``step()`` 只清零一次时，每一次内部迭代面对的都是越积越大的过时梯度
+# 之和：优化器用完了全部迭代次数，还把损失推到远高于起点的地方，起点即前面打印的
 # ``loss before training``。
 #
 # ``model.zero_grad()`` 还是 ``optimizer.zero_grad()``？
@@ -630,5 +631,5 @@ print(f"set_to_none=False takes {ratio:.1f}x as long as set_to_none=True")
 # sphinx_gallery_thumbnail_number = 1
 
 # sphinx_gallery_start_ignore
-# Translates recipes/en/zero_grad_pitfalls.py, English text b0382657204ba16c (make translation-status)
+# Translates recipes/en/zero_grad_pitfalls.py, English text 37ebf4336634534c (make translation-status)
 # sphinx_gallery_end_ignore
