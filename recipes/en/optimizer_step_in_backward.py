@@ -102,7 +102,7 @@ batches = [(torch.randn(LARGE_BATCH, WIDTH).to(device), torch.randint(CLASSES, (
            for _ in range(2 + TIMED_STEPS)]
 parameter_bytes = sum(p.nbytes for p in initial_model.parameters())
 print(f"{BLOCKS} blocks of width {WIDTH}: {len(list(initial_model.parameters()))} parameter tensors, "
-      f"{parameter_bytes / MiB:.1f} MiB of parameters")
+      f"{parameter_bytes / MiB:.2f} MiB of parameters")
 
 # %%
 # Measuring the memory of a step
@@ -357,11 +357,11 @@ def sgd_with_momentum(parameters):
 def print_table(title, runs, timed):
     print(title)
     print(f"{'':18}" + "".join(f"{category:>20}" for category in CATEGORIES)
-          + f"{'peak':>10}" + (f"{'ms per step':>13}" if timed else ""))
+          + f"{'peak':>11}" + (f"{'ms per step':>13}" if timed else ""))
     for variant, run in runs.items():
         peak = sum(run["memory"].values())
-        print(f"{variant:18}" + "".join(f"{run['memory'][category] / MiB:>16.1f} MiB" for category in CATEGORIES)
-              + f"{peak / MiB:>6.1f} MiB" + (f"{run['seconds'] * 1e3:>13.0f}" if timed else ""))
+        print(f"{variant:18}" + "".join(f"{run['memory'][category] / MiB:>16.2f} MiB" for category in CATEGORIES)
+              + f"{peak / MiB:>7.2f} MiB" + (f"{run['seconds'] * 1e3:>13.0f}" if timed else ""))
         if run["cuda peak"] is not None:
             print(f"{'':18}torch.cuda.max_memory_allocated(): {run['cuda peak'] / MiB:.1f} MiB")
 
@@ -382,7 +382,7 @@ for ax, batch_size, runs in [(axes[0], SMALL_BATCH, small_batch_runs), (axes[1],
         heights = [run["memory"][category] / MiB for run in runs.values()]
         ax.bar(range(len(runs)), heights, bottom=bottoms, color=color, label=category)
         bottoms = [b + h for b, h in zip(bottoms, heights)]
-    ax.set_xticks(range(len(runs)), list(runs), rotation=15)
+    ax.set_xticks(range(len(runs)), ["full batch", "accumulation", "checkpointing", "step in\nbackward"])
     ax.set_title(f"batch {batch_size}")
 axes[0].set_ylabel("memory at the peak of one step (MiB)")
 axes[1].legend(loc="lower right")
@@ -530,7 +530,7 @@ optimizers = attach_step_in_backward_without_clearing(model, adamw)
 for inputs, labels in batches[:2]:
     step_in_backward_step(model, optimizers, inputs[:SMALL_BATCH], labels[:SMALL_BATCH])
 kept = sum(p.grad.nbytes for p in model.parameters() if p.grad is not None)
-print(f"hook without zero_grad: {kept / MiB:.1f} MiB of gradients kept after backward")
+print(f"hook without zero_grad: {kept / MiB:.2f} MiB of gradients kept after backward")
 compare("hook without zero_grad vs full batch", snapshot(model), small_batch_runs["full batch"]["after two steps"])
 
 # %%
