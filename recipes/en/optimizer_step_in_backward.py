@@ -374,18 +374,19 @@ print_table(f"AdamW, batch {LARGE_BATCH} (micro-batches of {LARGE_BATCH // K}):"
 # %%
 # The chart draws the same peaks.
 
-fig, axes = plt.subplots(1, 2, figsize=(10, 4.5), sharey=True)
+fig, axes = plt.subplots(1, 2, figsize=(11, 4.5), sharey=True)
 colors = ["#4c72b0", "#dd8452", "#55a868", "#c44e52", "#8c8c8c"]
 for ax, batch_size, runs in [(axes[0], SMALL_BATCH, small_batch_runs), (axes[1], LARGE_BATCH, large_batch_runs)]:
     bottoms = [0.0] * len(runs)
     for category, color in zip(CATEGORIES, colors):
         heights = [run["memory"][category] / MiB for run in runs.values()]
-        ax.bar(range(len(runs)), heights, bottom=bottoms, color=color, label=category)
+        ax.bar(range(len(runs)), heights, bottom=bottoms, color=color)
         bottoms = [b + h for b, h in zip(bottoms, heights)]
     ax.set_xticks(range(len(runs)), ["full batch", "accumulation", "checkpointing", "step in\nbackward"])
     ax.set_title(f"batch {batch_size}")
 axes[0].set_ylabel("memory at the peak of one step (MiB)")
-axes[1].legend(loc="lower right")
+axes[1].legend(["parameters", "gradients", "optimizer state", "saved for backward", "other"],
+               loc="upper left", bbox_to_anchor=(1.02, 1))
 fig.suptitle("Where the memory of one AdamW step goes, at its peak")
 fig.tight_layout()
 plt.show()
@@ -539,9 +540,9 @@ compare("hook without zero_grad vs full batch", snapshot(model), small_batch_run
 #
 # The post-accumulate-grad hook fires after *every* ``backward()``. A loop that
 # accumulates ``k`` micro-batches, with the hook of the previous sections,
-# therefore steps every parameter ``k`` times per update, each time on a
-# quarter of the gradient, and never accumulates anything. Nothing raises: the
-# only trace is the optimizer's step count.
+# therefore steps every parameter ``k`` times per update, each time on one
+# micro-batch's gradient divided by ``k``, and never accumulates anything.
+# Nothing raises: the only trace is the optimizer's step count.
 #
 # The fix: the hook steps only on the last micro-batch of a window, and
 # otherwise leaves the gradient in ``.grad``, where it accumulates as in the
@@ -760,9 +761,9 @@ for description, per_optimizer in [("one scheduler per optimizer", True),
 #    * - step in backward
 #      - one gradient at a time, plus every activation
 #      - one optimizer call per parameter
-#      - accumulation (unless the hook waits for the last micro-batch, which
-#        gives the memory back), global-norm clipping and anything else that
-#        reads ``.grad`` after ``backward()``, a single scheduler
+#      - accumulation (the fix, a hook that waits for the last micro-batch,
+#        holds every gradient again), global-norm clipping and anything else
+#        that reads ``.grad`` after ``backward()``, a single scheduler
 #
 # Memory that depends on the batch (activations) is what accumulation and
 # checkpointing reduce; memory that does not (gradients) is what the step in
