@@ -620,7 +620,8 @@ log_losses("total_loss += loss, one backward() on the sum", lambda loss: loss, b
 # take up is not measured here. Calling ``backward()`` once on the sum holds
 # the saved tensors of all four micro-batches at the same time, about ``k``
 # times the peak of the other loops: the memory that accumulation was meant to
-# save.
+# save. Where the rest of a step's memory goes, gradients and optimizer state
+# included, is measured in :ref:`optimizer_step_in_backward`.
 #
 # Everything together
 # -------------------

@@ -585,7 +585,8 @@ log_losses("total_loss += loss, one backward() on the sum", lambda loss: loss, b
 # 保存的张量已经没有了（窗口结束后为 0 KiB），因为每次 ``backward()`` 都释放了
 # 它们；节点本身占用多少内存，这里没有测量。对总和只调用一次 ``backward()``，则会
 # 同时留住全部四个微批量保存的张量，峰值大约是其他循环的 ``k`` 倍：这正是梯度
-# 累积本来要省下的内存。
+# 累积本来要省下的内存。一个训练步的其余内存（包括梯度和优化器状态）花在哪里，
+# 见《:ref:`optimizer_step_in_backward`》中的测量。
 #
 # 组合起来
 # --------
@@ -684,5 +685,5 @@ plt.show()
 # sphinx_gallery_thumbnail_number = 1
 
 # sphinx_gallery_start_ignore
-# Translates recipes/en/accumulation_in_practice.py, English text 54b4deebe65d61df (make translation-status)
+# Translates recipes/en/accumulation_in_practice.py, English text 473516d55e8cc7b2 (make translation-status)
 # sphinx_gallery_end_ignore

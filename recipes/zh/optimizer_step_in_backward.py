@@ -741,3 +741,7 @@ for description, per_optimizer in [("one scheduler per optimizer", True),
 #   哪里见《:ref:`zero_grad_pitfalls`》。
 
 # sphinx_gallery_thumbnail_number = 1
+
+# sphinx_gallery_start_ignore
+# Translates recipes/en/optimizer_step_in_backward.py, English text bacecef9c1a9f57f (make translation-status)
+# sphinx_gallery_end_ignore
