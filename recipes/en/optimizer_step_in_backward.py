@@ -193,12 +193,12 @@ def state_tensors(optimizers):
 
 
 def categorizer(model, optimizers):
-    """A function that sorts live storages into CATEGORIES, looking at the model and optimizers now."""
+    """A function that sorts live storages into CATEGORIES, looking at the model's gradients at the time."""
     parameters = pointers(model.parameters())
+    state = pointers(state_tensors(optimizers))  # updated in place during a step: the same storages
 
     def categorize(sizes, saved_for_backward):
         gradients = pointers(p.grad for p in model.parameters() if p.grad is not None)
-        state = pointers(state_tensors(optimizers))
         totals = dict.fromkeys(CATEGORIES, 0)
         for pointer, size in sizes.items():
             if pointer in parameters:
@@ -310,28 +310,35 @@ def synchronize():
         torch.cuda.synchronize()
 
 
-def run_variant(variant, make_optimizer, batch_size, timed=True, measured=True):
-    """Two steps, the second one measured, then the timed ones. Return what was seen."""
+def run_variant(variant, make_optimizer, measured=True):
+    """Two steps, the second one measured, then the timed ones, all on the small batch. Return what was seen."""
     train_step, model, optimizers = set_up(variant, make_optimizer)
     inputs, labels = batches[0]
-    # The first step creates the optimizer's state; a small batch is enough for that.
-    train_step(model, optimizers, inputs[:SMALL_BATCH], labels[:SMALL_BATCH])
+    train_step(model, optimizers, inputs[:SMALL_BATCH], labels[:SMALL_BATCH])  # creates the optimizer's state
     inputs, labels = batches[1]
     if measured:
-        memory, cuda_peak = measure_step(train_step, model, optimizers, inputs[:batch_size], labels[:batch_size])
+        memory, cuda_peak = measure_step(train_step, model, optimizers, inputs[:SMALL_BATCH], labels[:SMALL_BATCH])
     else:
-        train_step(model, optimizers, inputs[:batch_size], labels[:batch_size])
+        train_step(model, optimizers, inputs[:SMALL_BATCH], labels[:SMALL_BATCH])
         memory = cuda_peak = None
-    after_two_steps = snapshot(model)
-    seconds = None
-    if timed:
+    run = {"memory": memory, "cuda peak": cuda_peak, "after two steps": snapshot(model)}
+    if measured:
+        run["trained"] = (train_step, model, optimizers)  # measured once more on the large batch
         synchronize()
         start = time.perf_counter()
         for inputs, labels in batches[2:]:
-            train_step(model, optimizers, inputs[:batch_size], labels[:batch_size])
+            train_step(model, optimizers, inputs[:SMALL_BATCH], labels[:SMALL_BATCH])
         synchronize()
-        seconds = (time.perf_counter() - start) / TIMED_STEPS
-    return {"memory": memory, "cuda peak": cuda_peak, "seconds": seconds, "after two steps": after_two_steps}
+        run["seconds"] = (time.perf_counter() - start) / TIMED_STEPS
+    return run
+
+
+def measure_large_batch(run):
+    """One more step of a variant, measured, on the large batch."""
+    train_step, model, optimizers = run.pop("trained")
+    inputs, labels = batches[1]
+    memory, cuda_peak = measure_step(train_step, model, optimizers, inputs, labels)
+    return {"memory": memory, "cuda peak": cuda_peak}
 
 
 def adamw(parameters):
@@ -351,7 +358,8 @@ def sgd_with_momentum(parameters):
 # backward take less memory than the gradients, then with a larger batch,
 # where they take more. The table gives each variant's peak, split
 # into the categories above at the moment of the peak, and the time per step
-# of the small batch (mean over the timed steps).
+# of the small batch (mean over the timed steps). The large batch is one more
+# step of the same runs.
 
 
 def print_table(title, runs, timed):
@@ -366,9 +374,9 @@ def print_table(title, runs, timed):
             print(f"{'':18}torch.cuda.max_memory_allocated(): {run['cuda peak'] / MiB:.1f} MiB")
 
 
-small_batch_runs = {variant: run_variant(variant, adamw, SMALL_BATCH) for variant in VARIANTS}
+small_batch_runs = {variant: run_variant(variant, adamw) for variant in VARIANTS}
 print_table(f"AdamW, batch {SMALL_BATCH} (micro-batches of {SMALL_BATCH // K}):", small_batch_runs, timed=True)
-large_batch_runs = {variant: run_variant(variant, adamw, LARGE_BATCH) for variant in VARIANTS}
+large_batch_runs = {variant: measure_large_batch(run) for variant, run in small_batch_runs.items()}
 print_table(f"AdamW, batch {LARGE_BATCH} (micro-batches of {LARGE_BATCH // K}):", large_batch_runs, timed=False)
 
 # %%
@@ -460,8 +468,7 @@ def compare(description, parameters, reference):
     print(f"{description}: bit for bit {equal}, relative error of the update {error:.1e}, close {error < TOLERANCE}")
 
 
-sgd_runs = {variant: run_variant(variant, sgd_with_momentum, SMALL_BATCH, timed=False, measured=False)
-            for variant in VARIANTS}
+sgd_runs = {variant: run_variant(variant, sgd_with_momentum, measured=False) for variant in VARIANTS}
 for optimizer_name, runs in [("SGD with momentum", sgd_runs), ("AdamW", small_batch_runs)]:
     for variant in ["accumulation", "checkpointing", "step in backward"]:
         compare(f"{optimizer_name}, {variant} vs full batch",

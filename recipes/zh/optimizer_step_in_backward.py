@@ -182,12 +182,12 @@ def state_tensors(optimizers):
 
 
 def categorizer(model, optimizers):
-    """返回一个函数：按模型和优化器此刻的状态，把存活的存储归入 CATEGORIES 中的类别。"""
+    """返回一个函数：按模型当时的梯度，把存活的存储归入 CATEGORIES 中的类别。"""
     parameters = pointers(model.parameters())
+    state = pointers(state_tensors(optimizers))  # 一步之中原地更新：存储不变
 
     def categorize(sizes, saved_for_backward):
         gradients = pointers(p.grad for p in model.parameters() if p.grad is not None)
-        state = pointers(state_tensors(optimizers))
         totals = dict.fromkeys(CATEGORIES, 0)
         for pointer, size in sizes.items():
             if pointer in parameters:
@@ -299,28 +299,35 @@ def synchronize():
         torch.cuda.synchronize()
 
 
-def run_variant(variant, make_optimizer, batch_size, timed=True, measured=True):
-    """先训练两步（测量第二步的内存），再训练计时的几步。返回观察到的结果。"""
+def run_variant(variant, make_optimizer, measured=True):
+    """先训练两步（测量第二步的内存），再训练计时的几步，都用小批量。返回观察到的结果。"""
     train_step, model, optimizers = set_up(variant, make_optimizer)
     inputs, labels = batches[0]
-    # 第一步创建优化器状态，用小批量就够了。
-    train_step(model, optimizers, inputs[:SMALL_BATCH], labels[:SMALL_BATCH])
+    train_step(model, optimizers, inputs[:SMALL_BATCH], labels[:SMALL_BATCH])  # 创建优化器状态
     inputs, labels = batches[1]
     if measured:
-        memory, cuda_peak = measure_step(train_step, model, optimizers, inputs[:batch_size], labels[:batch_size])
+        memory, cuda_peak = measure_step(train_step, model, optimizers, inputs[:SMALL_BATCH], labels[:SMALL_BATCH])
     else:
-        train_step(model, optimizers, inputs[:batch_size], labels[:batch_size])
+        train_step(model, optimizers, inputs[:SMALL_BATCH], labels[:SMALL_BATCH])
         memory = cuda_peak = None
-    after_two_steps = snapshot(model)
-    seconds = None
-    if timed:
+    run = {"memory": memory, "cuda peak": cuda_peak, "after two steps": snapshot(model)}
+    if measured:
+        run["trained"] = (train_step, model, optimizers)  # 之后在大批量上再测量一次
         synchronize()
         start = time.perf_counter()
         for inputs, labels in batches[2:]:
-            train_step(model, optimizers, inputs[:batch_size], labels[:batch_size])
+            train_step(model, optimizers, inputs[:SMALL_BATCH], labels[:SMALL_BATCH])
         synchronize()
-        seconds = (time.perf_counter() - start) / TIMED_STEPS
-    return {"memory": memory, "cuda peak": cuda_peak, "seconds": seconds, "after two steps": after_two_steps}
+        run["seconds"] = (time.perf_counter() - start) / TIMED_STEPS
+    return run
+
+
+def measure_large_batch(run):
+    """让一种写法在大批量上再训练一步，并测量内存。"""
+    train_step, model, optimizers = run.pop("trained")
+    inputs, labels = batches[1]
+    memory, cuda_peak = measure_step(train_step, model, optimizers, inputs, labels)
+    return {"memory": memory, "cuda peak": cuda_peak}
 
 
 def adamw(parameters):
@@ -338,7 +345,7 @@ def sgd_with_momentum(parameters):
 # 四种写法都用 AdamW 训练，它为每个参数保存两个状态张量。先用一个小批量，这时
 # 为反向传播保存的激活值比梯度占的内存少；再用一个更大的批量，这时激活值占得
 # 更多。表中给出每种写法的峰值，按上面的类别拆分（取峰值那一刻），以及小批量
-# 下每一步的耗时（计时各步的平均值）。
+# 下每一步的耗时（计时各步的平均值）。大批量是同一批运行再多训练一步。
 
 
 def print_table(title, runs, timed):
@@ -353,9 +360,9 @@ def print_table(title, runs, timed):
             print(f"{'':18}torch.cuda.max_memory_allocated(): {run['cuda peak'] / MiB:.1f} MiB")
 
 
-small_batch_runs = {variant: run_variant(variant, adamw, SMALL_BATCH) for variant in VARIANTS}
+small_batch_runs = {variant: run_variant(variant, adamw) for variant in VARIANTS}
 print_table(f"AdamW, batch {SMALL_BATCH} (micro-batches of {SMALL_BATCH // K}):", small_batch_runs, timed=True)
-large_batch_runs = {variant: run_variant(variant, adamw, LARGE_BATCH) for variant in VARIANTS}
+large_batch_runs = {variant: measure_large_batch(run) for variant, run in small_batch_runs.items()}
 print_table(f"AdamW, batch {LARGE_BATCH} (micro-batches of {LARGE_BATCH // K}):", large_batch_runs, timed=False)
 
 # %%
@@ -436,8 +443,7 @@ def compare(description, parameters, reference):
     print(f"{description}: bit for bit {equal}, relative error of the update {error:.1e}, close {error < TOLERANCE}")
 
 
-sgd_runs = {variant: run_variant(variant, sgd_with_momentum, SMALL_BATCH, timed=False, measured=False)
-            for variant in VARIANTS}
+sgd_runs = {variant: run_variant(variant, sgd_with_momentum, measured=False) for variant in VARIANTS}
 for optimizer_name, runs in [("SGD with momentum", sgd_runs), ("AdamW", small_batch_runs)]:
     for variant in ["accumulation", "checkpointing", "step in backward"]:
         compare(f"{optimizer_name}, {variant} vs full batch",
@@ -743,5 +749,5 @@ for description, per_optimizer in [("one scheduler per optimizer", True),
 # sphinx_gallery_thumbnail_number = 1
 
 # sphinx_gallery_start_ignore
-# Translates recipes/en/optimizer_step_in_backward.py, English text bacecef9c1a9f57f (make translation-status)
+# Translates recipes/en/optimizer_step_in_backward.py, English text 80502896d8f76725 (make translation-status)
 # sphinx_gallery_end_ignore
