@@ -747,7 +747,6 @@ for description, per_optimizer in [("one scheduler per optimizer", True),
 #
 # .. list-table::
 #    :header-rows: 1
-#    :widths: 18 30 22 30
 #
 #    * - option
 #      - memory at the peak

@@ -702,7 +702,6 @@ for description, per_optimizer in [("one scheduler per optimizer", True),
 #
 # .. list-table::
 #    :header-rows: 1
-#    :widths: 18 30 22 30
 #
 #    * - 办法
 #      - 峰值时刻的内存
@@ -749,5 +748,5 @@ for description, per_optimizer in [("one scheduler per optimizer", True),
 # sphinx_gallery_thumbnail_number = 1
 
 # sphinx_gallery_start_ignore
-# Translates recipes/en/optimizer_step_in_backward.py, English text 80502896d8f76725 (make translation-status)
+# Translates recipes/en/optimizer_step_in_backward.py, English text 4f67aec3e5025b36 (make translation-status)
 # sphinx_gallery_end_ignore
