@@ -349,26 +349,29 @@ def sgd_with_momentum(parameters):
 
 
 def print_table(title, runs, timed):
-    print(title)
-    print(f"{'':18}" + "".join(f"{category:>20}" for category in CATEGORIES)
-          + f"{'peak':>11}" + (f"{'ms per step':>13}" if timed else ""))
+    """每种写法一行：峰值时刻各类别的 MiB 数、峰值，计时时还有每一步的耗时。"""
+    print(f"{title} MiB at the peak")
+    headings = [category.rsplit(" ", 1) if " " in category else ["", category] for category in CATEGORIES]
+    for line in range(2):
+        print((f"{'':17}" + "".join(f"{heading[line]:>11}" for heading in headings)
+               + f"{['', 'peak'][line]:>9}" + (f"{['ms per', 'step'][line]:>9}" if timed else "")).rstrip())
     for variant, run in runs.items():
         peak = sum(run["memory"].values())
-        print(f"{variant:18}" + "".join(f"{run['memory'][category] / MiB:>16.2f} MiB" for category in CATEGORIES)
-              + f"{peak / MiB:>7.2f} MiB" + (f"{run['seconds'] * 1e3:>13.0f}" if timed else ""))
+        print(f"{variant:17}" + "".join(f"{run['memory'][category] / MiB:11.2f}" for category in CATEGORIES)
+              + f"{peak / MiB:9.2f}" + (f"{run['seconds'] * 1e3:9.0f}" if timed else ""))
         if run["cuda peak"] is not None:
-            print(f"{'':18}torch.cuda.max_memory_allocated(): {run['cuda peak'] / MiB:.1f} MiB")
+            print(f"{'':17}torch.cuda.max_memory_allocated(): {run['cuda peak'] / MiB:.2f} MiB")
 
 
 small_batch_runs = {variant: run_variant(variant, adamw) for variant in VARIANTS}
-print_table(f"AdamW, batch {SMALL_BATCH} (micro-batches of {SMALL_BATCH // K}):", small_batch_runs, timed=True)
+print_table(f"AdamW, batch {SMALL_BATCH} (micro-batches of {SMALL_BATCH // K}),", small_batch_runs, timed=True)
 large_batch_runs = {variant: measure_large_batch(run) for variant, run in small_batch_runs.items()}
-print_table(f"AdamW, batch {LARGE_BATCH} (micro-batches of {LARGE_BATCH // K}):", large_batch_runs, timed=False)
+print_table(f"AdamW, batch {LARGE_BATCH} (micro-batches of {LARGE_BATCH // K}),", large_batch_runs, timed=False)
 
 # %%
 # 下图画的是同样的峰值。
 
-fig, axes = plt.subplots(1, 2, figsize=(11, 4.5), sharey=True)
+fig, axes = plt.subplots(1, 2, figsize=(12, 4.8), sharey=True)
 colors = ["#4c72b0", "#dd8452", "#55a868", "#c44e52", "#8c8c8c"]
 for ax, batch_size, runs in [(axes[0], SMALL_BATCH, small_batch_runs), (axes[1], LARGE_BATCH, large_batch_runs)]:
     bottoms = [0.0] * len(runs)
@@ -376,7 +379,7 @@ for ax, batch_size, runs in [(axes[0], SMALL_BATCH, small_batch_runs), (axes[1],
         heights = [run["memory"][category] / MiB for run in runs.values()]
         ax.bar(range(len(runs)), heights, bottom=bottoms, color=color)
         bottoms = [b + h for b, h in zip(bottoms, heights)]
-    ax.set_xticks(range(len(runs)), ["整批", "梯度累积", "激活检查点", "反向传播中\n执行更新步"])
+    ax.set_xticks(range(len(runs)), ["整批", "梯度累积", "激活检查点", "反向传播中\n执行更新步"], fontsize=9)
     ax.set_title(f"批量大小 {batch_size}")
 axes[0].set_ylabel("一个训练步峰值时刻的内存（MiB）")
 axes[1].legend(["参数", "梯度", "优化器状态", "为反向传播保存的激活值", "其他"],
@@ -577,7 +580,7 @@ fixed_memory, fixed_cuda_peak = measure_step(accumulate_on_last_micro_batch, mod
 print(f"step on the last micro-batch: {steps_taken(optimizers[0], next(model.parameters()))} optimizer steps "
       f"in 2 updates")
 compare("step on the last micro-batch vs accumulation", snapshot(model), accumulation_reference)
-print_table(f"AdamW, batch {SMALL_BATCH} in {K} micro-batches:", {
+print_table(f"AdamW, batch {SMALL_BATCH} in {K} micro-batches,", {
     "accumulation": small_batch_runs["accumulation"],
     "step on last": {"memory": fixed_memory, "cuda peak": fixed_cuda_peak},
 }, timed=False)
@@ -748,5 +751,5 @@ for description, per_optimizer in [("one scheduler per optimizer", True),
 # sphinx_gallery_thumbnail_number = 1
 
 # sphinx_gallery_start_ignore
-# Translates recipes/en/optimizer_step_in_backward.py, English text 4f67aec3e5025b36 (make translation-status)
+# Translates recipes/en/optimizer_step_in_backward.py, English text c4f1006b664d85d8 (make translation-status)
 # sphinx_gallery_end_ignore
