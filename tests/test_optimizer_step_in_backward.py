@@ -133,7 +133,7 @@ def test_accumulation_steps_every_micro_batch_unless_the_hook_waits(recipe_run, 
     assert found["step on the last micro-batch vs accumulation"][2] is True
     # The fix holds every gradient again: no memory saved against plain accumulation.
     rows = tables(stdout)[next(t for t in tables(stdout) if " in " in t)]
-    assert rows["step on last"]["gradients"] == pytest.approx(parameter_mib(stdout), abs=0.02)
+    assert rows["step on last"]["gradients"] == pytest.approx(parameter_mib(stdout), rel=0.05)
     assert rows["step on last"]["peak"] >= 0.98 * rows["accumulation"]["peak"]
 
 
