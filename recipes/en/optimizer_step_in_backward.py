@@ -370,11 +370,11 @@ def print_table(title, runs, timed):
     headings = [category.rsplit(" ", 1) if " " in category else ["", category] for category in CATEGORIES]
     for line in range(2):
         print((f"{'':17}" + "".join(f"{heading[line]:>11}" for heading in headings)
-               + f"{['', 'peak'][line]:>9}" + (f"{['ms per', 'step'][line]:>9}" if timed else "")).rstrip())
+               + f"{['', 'peak'][line]:>9}" + (f"{['step', 'time (ms)'][line]:>11}" if timed else "")).rstrip())
     for variant, run in runs.items():
         peak = sum(run["memory"].values())
         print(f"{variant:17}" + "".join(f"{run['memory'][category] / MiB:11.2f}" for category in CATEGORIES)
-              + f"{peak / MiB:9.2f}" + (f"{run['seconds'] * 1e3:9.0f}" if timed else ""))
+              + f"{peak / MiB:9.2f}" + (f"{run['seconds'] * 1e3:11.0f}" if timed else ""))
         if run["cuda peak"] is not None:
             print(f"{'':17}torch.cuda.max_memory_allocated(): {run['cuda peak'] / MiB:.2f} MiB")
 

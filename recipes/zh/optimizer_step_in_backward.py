@@ -356,11 +356,11 @@ def print_table(title, runs, timed):
     headings = [category.rsplit(" ", 1) if " " in category else ["", category] for category in CATEGORIES]
     for line in range(2):
         print((f"{'':17}" + "".join(f"{heading[line]:>11}" for heading in headings)
-               + f"{['', 'peak'][line]:>9}" + (f"{['ms per', 'step'][line]:>9}" if timed else "")).rstrip())
+               + f"{['', 'peak'][line]:>9}" + (f"{['step', 'time (ms)'][line]:>11}" if timed else "")).rstrip())
     for variant, run in runs.items():
         peak = sum(run["memory"].values())
         print(f"{variant:17}" + "".join(f"{run['memory'][category] / MiB:11.2f}" for category in CATEGORIES)
-              + f"{peak / MiB:9.2f}" + (f"{run['seconds'] * 1e3:9.0f}" if timed else ""))
+              + f"{peak / MiB:9.2f}" + (f"{run['seconds'] * 1e3:11.0f}" if timed else ""))
         if run["cuda peak"] is not None:
             print(f"{'':17}torch.cuda.max_memory_allocated(): {run['cuda peak'] / MiB:.2f} MiB")
 
@@ -753,5 +753,5 @@ for description, per_optimizer in [("one scheduler per optimizer", True),
 # sphinx_gallery_thumbnail_number = 1
 
 # sphinx_gallery_start_ignore
-# Translates recipes/en/optimizer_step_in_backward.py, English text 5391692ae3019f96 (make translation-status)
+# Translates recipes/en/optimizer_step_in_backward.py, English text a8f904f0993004fa (make translation-status)
 # sphinx_gallery_end_ignore
