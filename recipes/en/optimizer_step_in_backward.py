@@ -116,9 +116,8 @@ print(f"{BLOCKS} blocks of width {WIDTH}: {len(list(initial_model.parameters()))
 # warnings of its own.
 #
 # ``LiveTensorMeter`` counts tensors instead. It is a ``TorchDispatchMode``
-# (``torch.utils._python_dispatch``, the class PyTorch's documentation uses
-# for modes):
-# every ATen operation (in the forward pass, in the backward pass and in the
+# (from ``torch.utils._python_dispatch``; PyTorch's notes on extending PyTorch
+# describe these modes): every ATen operation (in the forward pass, in the backward pass and in the
 # optimizer) goes through it, and it records the storage of every tensor the
 # operation returns, until the last tensor using that storage is freed. The
 # sum of those storages, taken after every operation, is the memory in use,

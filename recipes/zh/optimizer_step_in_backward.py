@@ -108,7 +108,8 @@ print(f"{BLOCKS} blocks of width {WIDTH}: {len(list(initial_model.parameters()))
 # 事件，但分不出哪些是梯度、哪些是激活值，而且它自己还会打印警告。
 #
 # 所以 ``LiveTensorMeter`` 改为清点张量。它是一个 ``TorchDispatchMode``
-# （位于 ``torch.utils._python_dispatch``，PyTorch 文档讲模式时用的就是这个类）：
+# （来自 ``torch.utils._python_dispatch``；PyTorch 文档中讲扩展 PyTorch 的说明
+# 介绍了这类模式）：
 # 每个 ATen 运算（无论在前向传播、反向传播还是优化器中）都要经过它；它记下每个
 # 运算返回的张量的存储，直到使用这块存储的最后一个张量被释放为止。每个运算之后
 # 把这些存储加起来，就是正在使用的内存；其最大值就是峰值，与
@@ -753,5 +754,5 @@ for description, per_optimizer in [("one scheduler per optimizer", True),
 # sphinx_gallery_thumbnail_number = 1
 
 # sphinx_gallery_start_ignore
-# Translates recipes/en/optimizer_step_in_backward.py, English text a8f904f0993004fa (make translation-status)
+# Translates recipes/en/optimizer_step_in_backward.py, English text e059816f5dc67d1b (make translation-status)
 # sphinx_gallery_end_ignore
