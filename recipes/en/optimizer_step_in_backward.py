@@ -68,7 +68,7 @@ WIDTH = 128 if SMOKE_TEST else 512
 BLOCKS = 16
 CLASSES = 10
 K = 4  # micro-batches per update
-SMALL_BATCH, LARGE_BATCH = WIDTH // 8, WIDTH * 3 // 4  # the same ratio of activations to parameters in smoke mode
+SMALL_BATCH, LARGE_BATCH = WIDTH * 3 // 32, WIDTH * 3 // 4  # the same ratio of activations to parameters in smoke mode
 TIMED_STEPS = 1 if SMOKE_TEST else 3
 MiB = 2**20
 

@@ -62,7 +62,7 @@ WIDTH = 128 if SMOKE_TEST else 512
 BLOCKS = 16
 CLASSES = 10
 K = 4  # 每次更新的微批量个数
-SMALL_BATCH, LARGE_BATCH = WIDTH // 8, WIDTH * 3 // 4  # 冒烟模式下激活值与参数之比不变
+SMALL_BATCH, LARGE_BATCH = WIDTH * 3 // 32, WIDTH * 3 // 4  # 冒烟模式下激活值与参数之比不变
 TIMED_STEPS = 1 if SMOKE_TEST else 3
 MiB = 2**20
 
