@@ -104,7 +104,8 @@ def test_updates_equal_the_full_batch_loop(recipe_run, lang):
         for variant in ("checkpointing", "step in backward"):
             assert found[f"{optimizer}, {variant} vs full batch"] == (True, 0.0, True), found
         same, error, close = found[f"{optimizer}, accumulation vs full batch"]
-        assert close and 0 < error < 1e-4
+        assert close and 0 < error < 1e-2
+    assert found["SGD with momentum, accumulation vs full batch"][1] < 1e-4  # rounding only
 
 
 @pytest.mark.parametrize("lang", LANGUAGES)

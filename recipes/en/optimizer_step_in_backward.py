@@ -443,10 +443,15 @@ plt.show()
 # bit with ``torch.equal``, and by the *relative error of the update*, the
 # norm of the difference between the two parameter vectors divided by the norm
 # of the full-batch update (how far the parameters moved from the initial
-# weights). The updates count as close below a relative error of ``1e-4``,
-# which allows for the rounding of ``float32`` sums, not for a different
-# update. AdamW's results are the small-batch runs above; SGD with momentum
-# runs the same two steps again (momentum comes into play on the second).
+# weights). The updates count as close below a relative error of ``1e-2``.
+# SGD's differences are far below that, at the level of ``float32`` rounding;
+# AdamW needs the room: it divides each element's step by the root of that
+# element's average squared gradient, so where a gradient element is close to
+# zero, a rounding difference can change its step by up to twice the learning
+# rate.
+# The wrong variants further down differ by much more. AdamW's results are the
+# small-batch runs above; SGD with momentum runs the same two steps again
+# (momentum comes into play on the second).
 
 
 initial_parameters = snapshot(make_model())
@@ -462,7 +467,7 @@ def relative_error(parameters, reference):
     return difference / norm([r - i for r, i in zip(reference, initial_parameters)])
 
 
-TOLERANCE = 1e-4
+TOLERANCE = 1e-2
 
 
 def compare(description, parameters, reference):
