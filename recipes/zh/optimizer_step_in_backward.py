@@ -235,7 +235,8 @@ def measure_step(train_step, model, optimizers, inputs, labels):
 # * **激活检查点**\ （checkpointing）：整批数据通过一个模型，它的每个块都在
 #   ``torch.utils.checkpoint.checkpoint(..., use_reentrant=False)`` 下运行；
 # * **在反向传播中执行更新步**\ （step in backward）：每个参数一个优化器，由该
-#   参数的 post-accumulate-grad 钩子调用它执行更新步，随后清零梯度。训练循环
+#   参数的梯度累积后钩子（post-accumulate-grad hook）调用它执行更新步，随后清零
+#   梯度。训练循环
 #   本身只剩前向传播和 ``backward()``。
 #
 # 最后一种由 ``attach_step_in_backward`` 设置。钩子在 ``backward()`` 期间运行，
@@ -263,7 +264,7 @@ def step_in_backward_step(model, optimizers, inputs, labels):
 
 
 def attach_step_in_backward(model, make_optimizer):
-    """每个参数一个优化器，由该参数的 post-accumulate-grad 钩子执行更新步并清零梯度。"""
+    """每个参数一个优化器，由该参数的梯度累积后钩子执行更新步并清零梯度。"""
     optimizers = {parameter: make_optimizer([parameter]) for parameter in model.parameters()}
 
     def step_and_clear(parameter):
@@ -522,8 +523,7 @@ compare("hook without zero_grad vs full batch", snapshot(model), small_batch_run
 # 出问题的地方：梯度累积
 # ----------------------
 #
-# post-accumulate-grad 钩子在每一次 ``backward()`` 之后都会触发。因此，用前面
-# 几节的钩子去累积 ``k`` 个微批量的训练循环，每次更新都会让每个参数执行 ``k``
+# 梯度累积后钩子在每一次 ``backward()`` 之后都会触发。因此，用前面几节的钩子去累积 ``k`` 个微批量的训练循环，每次更新都会让每个参数执行 ``k``
 # 个更新步，每次用的是一个微批量的梯度除以 ``k``，根本没有累积。不会报任何错：
 # 唯一的痕迹是优化器的步数。
 #
