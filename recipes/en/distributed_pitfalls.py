@@ -36,7 +36,7 @@ local workers itself.
 # Setup
 # -----
 #
-# Only PyTorch and matplotlib.
+# Only PyTorch, matplotlib and Python's standard library.
 
 import datetime
 import os
@@ -54,6 +54,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 import torch.nn as nn
 import torch.nn.functional as F
+import torch.optim as optim
 from torch.distributed.algorithms.ddp_comm_hooks import default_hooks
 from torch.distributed.device_mesh import init_device_mesh
 from torch.distributed.fsdp import FSDPModule, fully_shard
@@ -128,10 +129,11 @@ def make_ddp(model, device, **options):
 #
 # A language model's loss is a mean over the real tokens of a batch; padding
 # does not count (``ignore_index``). Here the two workers get deliberately
-# uneven shares: worker 0 long sequences, worker 1 short ones.
-# ``token_batch(rank, world_size)`` makes the ``K`` micro-batches of one
-# worker from a generator seeded with its rank, so that this process can make
-# every worker's share again for the reference.
+# uneven shares: worker 0 long sequences, worker 1 short ones (with more
+# workers, even ranks get long ones, odd ranks short ones).
+# ``token_batch(rank)`` makes the ``K`` micro-batches of one worker from a
+# generator seeded with its rank, so that this process can make every
+# worker's share again for the reference.
 
 VOCABULARY = 64
 SEQUENCES = 4  # per micro-batch
@@ -147,7 +149,7 @@ def make_language_model():
                          nn.Linear(32, VOCABULARY))
 
 
-def token_batch(rank, world_size):
+def token_batch(rank):
     """This worker's K micro-batches of (tokens, targets), targets padded with PAD."""
     generator = torch.Generator().manual_seed(1000 + rank)
     micro_batches = []
@@ -256,7 +258,7 @@ def token_counts_of_all_workers(micro_batches, world_size):
 
 def token_experiment(rank, world_size, device):
     micro_batches = [(tokens.to(device), targets.to(device))
-                     for tokens, targets in token_batch(rank, world_size)]
+                     for tokens, targets in token_batch(rank)]
     results = {"tokens per worker": token_counts_of_all_workers(micro_batches, world_size)}
     for name, (accumulate, hook) in TOKEN_LOOPS.items():
         model = make_ddp(make_language_model(), device)
@@ -457,12 +459,24 @@ FSDP_CONFIGS = {
     "+ keep after backward": dict(gradient_sync=False, keep_after_backward=True, keep_after_forward=False),
     "+ keep after forward": dict(gradient_sync=False, keep_after_backward=True, keep_after_forward=True),
 }
-FSDP_STEPS = 2  # the second step shows the steady state
+FSDP_STEPS = 2  # optimizer steps: the first gives the gradient, the second the steady state
 
 
 def make_mlp():
     torch.manual_seed(0)
     return nn.Sequential(nn.Linear(32, 128), nn.Tanh(), nn.Linear(128, 128), nn.Tanh(), nn.Linear(128, 1))
+
+
+def fsdp_batch(world_size):
+    generator = torch.Generator().manual_seed(0)
+    inputs = torch.randn(world_size * K * 16, 32, generator=generator)
+    return inputs, torch.sin(inputs[:, :4].sum(dim=1, keepdim=True))
+
+
+def my_micro_batches_for_fsdp(rank, world_size, device):
+    inputs, targets = fsdp_batch(world_size)
+    inputs, targets = inputs.chunk(world_size)[rank].to(device), targets.chunk(world_size)[rank].to(device)
+    return list(zip(inputs.chunk(K), targets.chunk(K)))
 
 
 def nbytes(tensor):
@@ -491,9 +505,11 @@ def fsdp_run(config, rank, world_size, device):
     counts = {"all-gathers": 0, "reduce-scatters": 0}
     layers = [layer for layer in model if isinstance(layer, nn.Linear)]
     for module in layers + [model]:  # the layers first, then the root
-        fully_shard(module, mesh=mesh, reshard_after_forward=not config["keep_after_forward"])
+        # None is FSDP2's default: free after forward, except in the root module.
+        fully_shard(module, mesh=mesh, reshard_after_forward=False if config["keep_after_forward"] else None)
         module.set_custom_all_gather(CountingAllGather(counts))
         module.set_custom_reduce_scatter(CountingReduceScatter(counts))
+    optimizer = optim.SGD(model.parameters(), lr=0.01)
     micro_batches = my_micro_batches_for_fsdp(rank, world_size, device)
     for step in range(FSDP_STEPS):
         counts.update({"all-gathers": 0, "reduce-scatters": 0})
@@ -505,22 +521,12 @@ def fsdp_run(config, rank, world_size, device):
             (loss / K).backward()
             if i == 0:
                 held = bytes_held(model)
-        gradient = torch.cat([p.grad.full_tensor().flatten() for p in model.parameters()]).cpu()
-        model.zero_grad()
+        if step == 0:  # before any update: the gradient to check against a single process
+            gradient = torch.cat([p.grad.full_tensor().flatten() for p in model.parameters()]).cpu()
+        optimizer.step()
+        optimizer.zero_grad()
     whole_model = sum(nbytes(p.full_tensor()) for p in model.parameters())
     return {**counts, "held": held, "gradient": gradient, "whole model": whole_model}
-
-
-def fsdp_batch(world_size):
-    generator = torch.Generator().manual_seed(0)
-    inputs = torch.randn(world_size * K * 16, 32, generator=generator)
-    return inputs, torch.sin(inputs[:, :4].sum(dim=1, keepdim=True))
-
-
-def my_micro_batches_for_fsdp(rank, world_size, device):
-    inputs, targets = fsdp_batch(world_size)
-    inputs, targets = inputs.chunk(world_size)[rank].to(device), targets.chunk(world_size)[rank].to(device)
-    return list(zip(inputs.chunk(K), targets.chunk(K)))
 
 
 def fsdp_experiment(rank, world_size, device):
@@ -540,9 +546,9 @@ def fsdp_experiment(rank, world_size, device):
 # Many training scripts, nanoGPT's among them, do not use ``no_sync()``: they
 # set the attribute that ``no_sync()`` sets,
 # ``model.require_backward_grad_sync``, to ``True`` for the last micro-batch
-# and ``False`` for the others. Two
-# versions, counted with the hook: the attribute set before the forward pass,
-# as those scripts do, and set between the forward and the backward pass.
+# and ``False`` for the others. Two versions, counted with the hook, next to
+# ``no_sync()``: the attribute set before the forward pass, as those scripts
+# do, and set between the forward and the backward pass.
 
 
 def toggle_before_forward(model, micro_batches):
@@ -574,12 +580,14 @@ def toggle_experiment(rank, world_size, device):
         model = make_ddp(BranchyNet(False, None), device)
         calls = []
         model.register_comm_hook(calls, counting_allreduce_hook)
-        gradients = []
+        gradients, calls_per_step = [], []
         for step in range(TABLE_STEPS):
+            calls.clear()
             accumulate(model, my_regression_micro_batches(step, rank, world_size, device))
+            calls_per_step.append(len(calls))
             gradients.append(gradients_of_all_workers(model, world_size))
             model.zero_grad()
-        results[name] = {"gradients": gradients, "all-reduce calls": len(calls) / TABLE_STEPS}
+        results[name] = {"gradients": gradients, "all-reduce calls": calls_per_step}
     return results
 
 
@@ -691,7 +699,7 @@ print(f"Backend: {results['backend']}, world size: {results['world size']}")
 
 def reference_token_gradient(world_size):
     model = make_language_model()
-    micro_batches = [mb for rank in range(world_size) for mb in token_batch(rank, world_size)]
+    micro_batches = [mb for rank in range(world_size) for mb in token_batch(rank)]
     tokens = torch.cat([tokens for tokens, _ in micro_batches])
     targets = torch.cat([targets for _, targets in micro_batches])
     loss = token_loss(model, tokens, targets, "mean")
@@ -825,9 +833,9 @@ for error, letter in errors.items():
 # 3. FSDP2's collectives: what came out
 # -------------------------------------
 #
-# Per optimizer step (the second, once the steady state is reached) on
-# worker 0, and what that worker held after the backward pass of the first
-# micro-batch, in bytes.
+# The collectives of the second optimizer step on worker 0, once FSDP2 has
+# set itself up, and what that worker held after the backward pass of the
+# step's first micro-batch, in bytes; the gradient is the first step's.
 
 
 def reference_fsdp_gradient(world_size):
@@ -864,7 +872,7 @@ for name, error in fsdp_failures.items():
 #   and step. The all-gathers do not change: each micro-batch still gathers
 #   every layer's parameters for its forward pass, and again for its backward
 #   pass. Between micro-batches each worker now holds the *whole* gradient,
-#   as many bytes as the whole model, on top of its shards.
+#   as many bytes as the whole model.
 # * ``set_reshard_after_backward(False)`` saves the forward all-gathers of the
 #   micro-batches after the first, and costs the whole parameters held
 #   between micro-batches. The backward all-gathers remain: a layer still
@@ -909,7 +917,8 @@ plain_references = reference_regression_gradients(TABLE_ROWS["plain DDP"], resul
 print(f"{'loop':<26}{'all-reduce calls per step':>27}  gradients")
 for name, outcome in results["toggle"].items():
     calls = outcome["all-reduce calls"]
-    print(f"{name:<26}{calls:>27.0f}  {verdict(outcome['gradients'], plain_references)}")
+    calls_per_step = str(calls[0]) if len(set(calls)) == 1 else f"{min(calls)} to {max(calls)}"
+    print(f"{name:<26}{calls_per_step:>27}  {verdict(outcome['gradients'], plain_references)}")
 
 # %%
 # Set before the forward pass, the toggle does what ``no_sync()`` does: the
@@ -920,13 +929,15 @@ for name, outcome in results["toggle"].items():
 # synchronization by accident. The attribute is no documented API; a future
 # version may rename it.
 #
-# Set between the forward and the backward pass, the toggle goes wrong, as
-# ``no_sync()`` around ``backward()`` alone does in
-# :ref:`distributed_accumulation`. DDP decides in the forward pass: the first
-# micro-batch's forward ran with the flag still ``True`` from the step before,
-# so it all-reduces; the last one's ran with ``False``, so the only backward
-# pass meant to synchronize does not. Each worker keeps its own gradient, and
-# their weights drift apart from the first optimizer step, without an error.
+# Set between the forward and the backward pass, the toggle meets the trap of
+# ``no_sync()`` around ``backward()`` alone (:ref:`distributed_accumulation`),
+# with a worse outcome. DDP decides in the forward pass: the first
+# micro-batch's forward ran with the flag still ``True`` from the step before
+# (or from DDP's start), so its backward pass all-reduces; the last one's ran
+# with ``False``, so the only backward pass meant to synchronize does not.
+# The all-reduce count looks right, but each worker keeps its own gradient,
+# and their weights would drift apart from the first optimizer step on,
+# without an error.
 #
 # Summary
 # -------
