@@ -61,8 +61,6 @@ from torch.distributed.fsdp import FSDPModule, fully_shard
 from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.utils.checkpoint import checkpoint
 
-print(f"torch {torch.__version__}")
-
 # %%
 # Who runs this script, and on what
 # ---------------------------------
@@ -684,6 +682,7 @@ if UNDER_TORCHRUN:
 else:
     results = start_local_workers(world_size=2, backend=BACKEND)
 
+print(f"torch {torch.__version__}")
 print(f"Using device: {results['device']}")
 print(f"Backend: {results['backend']}, world size: {results['world size']}")
 
