@@ -37,6 +37,7 @@ RECIPE_ORDER = [
     "gradient_accumulation.py",
     "accumulation_in_practice.py",
     "distributed_accumulation.py",
+    "distributed_pitfalls.py",
     "zero_grad_pitfalls.py",
 ]
 

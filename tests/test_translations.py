@@ -19,7 +19,7 @@ from conftest import RECIPE_NAMES, RECIPES
 # Calls whose string arguments are drawn in a figure, so they are translated.
 PLOT_TEXT_CALLS = {
     "annotate", "figtext", "legend", "set_label", "set_title", "set_xlabel",
-    "set_ylabel", "suptitle", "text", "title", "xlabel", "ylabel",
+    "set_xticklabels", "set_ylabel", "suptitle", "text", "title", "xlabel", "ylabel",
 }
 PLOT_TEXT_KEYWORDS = {"label", "title"}
 

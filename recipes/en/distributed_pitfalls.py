@@ -881,26 +881,24 @@ for name, error in fsdp_failures.items():
 #   plain DDP. Which line to pick is a trade between communication and the
 #   memory that sharding was meant to save.
 
-TICK_LABELS = {"sync every micro-batch": "sync every\nmicro-batch",
-               "no gradient sync": "no gradient\nsync",
-               "+ keep after backward": "+ keep after\nbackward",
-               "+ keep after forward": "+ keep after\nforward"}
-
-
-def pair_of_bars(ax, runs, left, right):
-    """Two bars per accumulation: ``left`` and ``right`` are (label, value of a run)."""
+def pair_of_bars(ax, runs, left, right, label):
+    """Two bars per accumulation, of the values ``left(run)`` and ``right(run)``, labelled ``label``."""
     positions = range(len(runs))
-    for offset, (label, value) in ((-0.2, left), (0.2, right)):
-        ax.bar([p + offset for p in positions], [value(run) for run in runs.values()], 0.4, label=label)
-    ax.set_xticks(list(positions), [TICK_LABELS[name] for name in runs])
+    for offset, value, bar_label in ((-0.2, left, label[0]), (0.2, right, label[1])):
+        ax.bar([p + offset for p in positions], [value(run) for run in runs.values()], 0.4, label=bar_label)
+    ax.set_xticks(list(positions))
     ax.legend()
 
 
 fig, (collectives_ax, memory_ax) = plt.subplots(1, 2, figsize=(10, 4.5))
-pair_of_bars(collectives_ax, fsdp_runs, ("all-gathers", lambda run: run["all-gathers"]),
-             ("reduce-scatters", lambda run: run["reduce-scatters"]))
-pair_of_bars(memory_ax, fsdp_runs, ("parameters", lambda run: run["held"]["parameters"] / 1000),
-             ("gradients", lambda run: run["held"]["gradients"] / 1000))
+pair_of_bars(collectives_ax, fsdp_runs, lambda run: run["all-gathers"], lambda run: run["reduce-scatters"],
+             label=("all-gathers", "reduce-scatters"))
+pair_of_bars(memory_ax, fsdp_runs, lambda run: run["held"]["parameters"] / 1000,
+             lambda run: run["held"]["gradients"] / 1000, label=("parameters", "gradients"))
+for ax in (collectives_ax, memory_ax):
+    ax.set_xticklabels([tick for name, tick in zip(FSDP_CONFIGS, [
+        "sync every\nmicro-batch", "no gradient\nsync", "+ keep after\nbackward", "+ keep after\nforward",
+    ]) if name in fsdp_runs])
 collectives_ax.yaxis.get_major_locator().set_params(integer=True)  # counts
 collectives_ax.set_title("Collectives per optimizer step")
 memory_ax.set_title("Held between micro-batches (kB per worker)")
