@@ -685,5 +685,5 @@ plt.show()
 # sphinx_gallery_thumbnail_number = 1
 
 # sphinx_gallery_start_ignore
-# Translates recipes/en/accumulation_in_practice.py, English text 54b4deebe65d61df (make translation-status)
+# Translates recipes/en/accumulation_in_practice.py, English text 3d754b6757c41148 (make translation-status)
 # sphinx_gallery_end_ignore

@@ -476,5 +476,5 @@ compare("FSDP2, set_requires_gradient_sync == full batch", results["FSDP2"], ref
 # sphinx_gallery_thumbnail_number = 1
 
 # sphinx_gallery_start_ignore
-# Translates recipes/en/distributed_accumulation.py, English text 7617594abfb7a8c2 (make translation-status)
+# Translates recipes/en/distributed_accumulation.py, English text e83e84078f9bff01 (make translation-status)
 # sphinx_gallery_end_ignore
