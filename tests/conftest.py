@@ -132,6 +132,23 @@ def failing_worker(owner, attribute, exits_last=False):
                                  before_raising=EXIT_LAST if exits_last else "")
 
 
+# Runs the script given as its argument the way a notebook or the site build
+# would on a machine with a GPU for each worker: this machine pretends to have
+# two GPUs, and CUDA is touched before the script runs, as an earlier cell or
+# recipe does. The forked workers are then in bad fork and must not try nccl.
+CUDA_TOUCHED_BEFORE = r"""
+import runpy, sys
+import torch
+
+torch.cuda.device_count = lambda: 2  # a GPU for each of the two workers
+torch.cuda.is_available()  # what the first cell of any other recipe does: it poisons fork
+script = sys.argv[1]
+sys.argv = [script]
+runpy.run_path(script, run_name="__main__")
+"""
+CUDA_TOUCHED_BEFORE_FORK = "CUDA was initialised in this process before the workers were forked"
+
+
 def processes_using(folder):
     """Processes still running (or unreaped) whose command line mentions ``folder``."""
     found = []
@@ -227,7 +244,7 @@ def smoke_site(testrun_uid):
         if not stamp.exists() or stamp.read_text() != testrun_uid:
             stamp.unlink(missing_ok=True)
             result = subprocess.run(
-                ["make", "--no-print-directory", "html", f"BUILDDIR={SMOKE_BUILDDIR}", "CIFAR10="],
+                ["make", "--no-print-directory", "html-smoke"],  # into _build/smoke, i.e. SMOKE_BUILDDIR
                 cwd=REPO, env=smoke_env(), capture_output=True, text=True, timeout=900,
             )
             assert result.returncode == 0, f"smoke build failed\n{result.stdout}\n{result.stderr}"

@@ -14,7 +14,16 @@ import sys
 
 import pytest
 
-from conftest import LANGUAGES, copy_into_empty_folder, failing_worker, run_alone, run_in, under_torchrun
+from conftest import (
+    CUDA_TOUCHED_BEFORE,
+    CUDA_TOUCHED_BEFORE_FORK,
+    LANGUAGES,
+    copy_into_empty_folder,
+    failing_worker,
+    run_alone,
+    run_in,
+    under_torchrun,
+)
 from test_site import without_timings
 
 NAME = "distributed_pitfalls"
@@ -28,16 +37,6 @@ TOGGLE_LOOPS = ("no_sync()", "toggle before forward", "toggle before backward")
 # A worker failing in the middle of the first experiment.
 FAILING_WORKER = failing_worker("torch.nn.functional", "cross_entropy")
 FIRST_FAILURE_EXITS_LAST = failing_worker("torch.nn.functional", "cross_entropy", exits_last=True)
-# The script as a notebook sees it after a cell used the GPU, on a machine with two.
-CUDA_ALREADY_USED = r"""
-import runpy, sys
-import torch
-torch.cuda.device_count = lambda: 2
-torch.cuda.is_initialized = lambda: True
-script = sys.argv[1]
-sys.argv = [script]
-runpy.run_path(script, run_name="__main__")
-"""
 
 
 def rows(stdout, names, columns):
@@ -231,12 +230,13 @@ def test_the_first_failure_is_reported_even_when_another_worker_exits_first(tmp_
     assert "ValueError: deliberate failure in worker 1" in stderr, stderr
 
 
-def test_falls_back_to_gloo_when_cuda_was_already_used_in_this_process(tmp_path):
+def test_workers_forked_after_cuda_was_touched_fall_back_to_gloo_and_say_so(tmp_path):
+    """The multi-GPU machine where the build (or a notebook) used CUDA first: no crash, no hang."""
     script = copy_into_empty_folder(NAME, tmp_path / "run")
-    wrapper = tmp_path / "cuda_already_used.py"
-    wrapper.write_text(CUDA_ALREADY_USED)
+    wrapper = tmp_path / "cuda_touched_before.py"
+    wrapper.write_text(CUDA_TOUCHED_BEFORE)
     code, stdout, stderr = run_in(script.parent, [sys.executable, str(wrapper), str(script)])
     assert code == 0, stderr
-    assert ("CUDA was already initialised in this process, so forked workers cannot use it: "
-            "running on the CPU with gloo") in stdout, stdout
+    assert CUDA_TOUCHED_BEFORE_FORK in stdout, stdout
+    assert re.search(r"^Using device: cpu$", stdout, re.M), stdout
     assert re.search(r"^Backend: gloo, world size: 2$", stdout, re.M), stdout

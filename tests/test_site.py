@@ -440,8 +440,14 @@ def test_every_page_has_a_favicon(smoke_site, lang):
 # -- What each page ran on ----------------------------------------------------------
 
 EXECUTED_ON = {
-    "en": re.compile(r"^Executed on (\d{4}-\d\d-\d\d) with torch (\S+) and torchvision (\S+), on (.+) \((CPU|GPU)\)\.$"),
-    "zh": re.compile(r"^运行于 (\d{4}-\d\d-\d\d)，使用 torch (\S+) 和 torchvision (\S+)，设备：(.+)（(CPU|GPU)）。$"),
+    "en": re.compile(r"^Executed on (\d{4}-\d\d-\d\d) with torch (\S+) and torchvision (\S+), on (.+) "
+                     r"\((?:CPU, torch CPU capability (\w+)(?:, oneDNN limited to \w+)?, (\d+) threads?"
+                     r"|GPU, CUDA (\S+))\)\. The numbers and plots on this page come from that run; another CPU "
+                     r"capability, number of threads or device rounds differently and can print other numbers\.$"),
+    "zh": re.compile(r"^运行于 (\d{4}-\d\d-\d\d)，使用 torch (\S+) 和 torchvision (\S+)，设备：(.+)"
+                     r"（(?:CPU，torch 的 CPU 指令集级别 (\w+)(?:，oneDNN 限于 \w+)?，(\d+) 个线程"
+                     r"|GPU，CUDA (\S+))）。本页的数字和图都来自这次运行；换一种 CPU 指令集级别、线程数或设备，"
+                     r"舍入方式不同，打印的数字也可能不同。$"),
 }
 
 
@@ -450,22 +456,27 @@ def versions():
     import torch
     import torchvision
 
-    return torch.__version__, torchvision.__version__
+    return torch.__version__, torchvision.__version__, torch.backends.cpu.get_cpu_capability(), torch.version.cuda
 
 
 @pytest.mark.parametrize("lang", LANGUAGES)
 @pytest.mark.parametrize("name", RECIPE_NAMES)
 def test_page_says_what_it_ran_on(smoke_site, versions, lang, name):
+    """Versions, and what decides the numbers: the CPU's kernels and threads (or the GPU)."""
     soup = read_html(recipe_page(smoke_site, lang, name))
     record = soup.select("p.sphx-glr-executed-on")
     assert len(record) == 1, f"{lang}/{name}: no execution record"
     match = EXECUTED_ON[lang].match(" ".join(record[0].get_text().split()))
     assert match, record[0].get_text()
-    date, torch_version, torchvision_version, device, _ = match.groups()
-    assert (torch_version, torchvision_version) == versions
+    date, torch_version, torchvision_version, device, capability, threads, cuda = match.groups()
+    assert (torch_version, torchvision_version) == versions[:2]
     built = (smoke_site / lang / "index.html").stat().st_mtime
     assert abs(datetime.date.fromisoformat(date) - datetime.date.fromtimestamp(built)).days <= 1
     assert device.strip()
+    if cuda is None:  # on a CPU: the kernels torch picked here, and the build's one thread
+        assert (capability, threads) == (versions[2], "1"), record[0].get_text()
+    else:
+        assert cuda == versions[3], record[0].get_text()
     # Next to the running time, in the same footer.
     assert record[0].find_previous_sibling("p", class_="sphx-glr-timing") is not None
 

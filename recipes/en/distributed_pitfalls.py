@@ -72,6 +72,15 @@ from torch.utils.checkpoint import checkpoint
 # talk through ``gloo``. ``torch.cuda.device_count()`` answers without
 # initialising CUDA in this process where it can ask NVML, which matters
 # because the local workers are forked (see below).
+#
+# A forked worker cannot use CUDA if this process initialised it before: in a
+# notebook where an earlier cell used CUDA (even only through
+# ``torch.cuda.is_available()``), say, or in the build of this site, which
+# runs the recipes before this one in the same process. Such a worker is "in
+# bad fork", which only the private ``torch.cuda._is_in_bad_fork()`` tells;
+# the workers then use ``gloo`` on the CPU, and the script says so, rather
+# than fail at their first CUDA call. Under torchrun every worker is a fresh
+# process and can use its GPU.
 
 UNDER_TORCHRUN = "LOCAL_RANK" in os.environ
 WORKERS_ON_THIS_MACHINE = int(os.environ.get("LOCAL_WORLD_SIZE", 2))
@@ -599,7 +608,9 @@ def toggle_experiment(rank, world_size, device):
 # of waiting forever.
 
 
-def run_worker(rank, local_rank, world_size, init_method, backend):
+def run_worker(rank, local_rank, world_size, init_method):
+    # A forked worker cannot use CUDA if this process had initialised it (see above).
+    backend = "gloo" if BACKEND == "nccl" and torch.cuda._is_in_bad_fork() else BACKEND
     dist.init_process_group(backend, init_method=init_method, rank=rank, world_size=world_size,
                             timeout=datetime.timedelta(seconds=60))
     device = torch.device("cuda", local_rank) if backend == "nccl" else torch.device("cpu")
@@ -619,18 +630,12 @@ def run_worker(rank, local_rank, world_size, init_method, backend):
 # ``torchrun`` this process is a worker; on its own the script forks two
 # workers, which meet through a file in a temporary folder, report the
 # earliest failure if one fails, and are killed and reaped whatever happens.
-#
-# A forked worker cannot use CUDA if this process already did: in a notebook
-# where an earlier cell used the GPU, say, or in the build of this site, which
-# runs other recipes in the same process first. ``torch.cuda.is_initialized()``
-# tells, without initialising anything; then the workers run on the CPU with
-# ``gloo``, and the script says why.
 
 
-def local_worker(rank, world_size, folder, backend):
+def local_worker(rank, world_size, folder):
     torch.set_num_threads(1)
     try:
-        results = run_worker(rank, rank, world_size, f"file://{folder}/rendezvous", backend)
+        results = run_worker(rank, rank, world_size, f"file://{folder}/rendezvous")
         if rank == 0:
             torch.save(results, Path(folder) / "results.pt")
     except Exception:
@@ -640,22 +645,13 @@ def local_worker(rank, world_size, folder, backend):
         raise
 
 
-def backend_for_forked_workers(backend):
-    if backend == "nccl" and torch.cuda.is_initialized():
-        print("CUDA was already initialised in this process, so forked workers cannot use it: "
-              "running on the CPU with gloo")
-        return "gloo"
-    return backend
-
-
-def start_local_workers(world_size, backend, deadline_seconds=300):
+def start_local_workers(world_size, deadline_seconds=300):
     """Fork ``world_size`` workers, wait for them, return rank 0's results."""
     if "fork" not in mp.get_all_start_methods():
         raise RuntimeError("This system cannot fork a process (Windows?), so the script cannot start "
                            "its workers itself: run it with torchrun --nproc_per_node=2 instead.")
-    backend = backend_for_forked_workers(backend)
     with tempfile.TemporaryDirectory() as folder:
-        workers = mp.start_processes(local_worker, args=(world_size, folder, backend), nprocs=world_size,
+        workers = mp.start_processes(local_worker, args=(world_size, folder), nprocs=world_size,
                                      start_method="fork", join=False)
         deadline = time.monotonic() + deadline_seconds
         try:
@@ -675,12 +671,16 @@ def start_local_workers(world_size, backend, deadline_seconds=300):
 
 if UNDER_TORCHRUN:
     rank = int(os.environ["RANK"])
-    results = run_worker(rank, int(os.environ["LOCAL_RANK"]), int(os.environ["WORLD_SIZE"]), "env://",
-                         BACKEND)
+    results = run_worker(rank, int(os.environ["LOCAL_RANK"]), int(os.environ["WORLD_SIZE"]), "env://")
     if rank != 0:
         sys.exit(0)  # done: rank 0 reports for all workers
 else:
-    results = start_local_workers(world_size=2, backend=BACKEND)
+    results = start_local_workers(world_size=2)
+
+if results["backend"] != BACKEND:
+    print("CUDA was initialised in this process before the workers were forked, so they could not use "
+          "the GPUs: they ran on the CPU with gloo (run the script in a fresh process, or with torchrun, "
+          "to use the GPUs)")
 
 print(f"torch {torch.__version__}")
 print(f"Using device: {results['device']}")

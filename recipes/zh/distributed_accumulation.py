@@ -61,7 +61,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 # ----------------------------
 #
 # ``torchrun`` 为每个工作进程启动一个进程，并通过环境变量告诉它自己是谁：有
-# ``RANK``（它在所有工作进程中的编号）、``LOCAL_RANK``（它在本机上的编号）、
+# ``RANK``\ （它在所有工作进程中的编号）、``LOCAL_RANK``\ （它在本机上的编号）、
 # 总数 ``WORLD_SIZE`` 和本机上的个数 ``LOCAL_WORLD_SIZE``，以及到哪里与其他进程
 # 会合（``MASTER_ADDR``、``MASTER_PORT``）。没有这些变量，说明脚本是单独启动的。
 #
@@ -69,8 +69,13 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 # 工作进程共用 CPU，通过 ``gloo`` 通信。这里的判断用的是
 # ``torch.cuda.device_count()``，而不是常见的 ``torch.cuda.is_available()``：
 # 前者在可能时通过 NVML 查询，这样就不会在本进程中初始化 CUDA；后者会初始化 CUDA
-# 驱动，PyTorch 的文档把这叫作 poison fork：此后 fork 出来的进程都无法再使用
-# CUDA，而这个脚本正是 fork 出工作进程的（见下文）。
+# 驱动，也就是 PyTorch 文档所说的「poison fork」（此后 fork 出来的进程都无法再使用
+# CUDA），而这个脚本正是 fork 出工作进程的（见下文）。在 Notebook 里，如果前面的
+# 单元格已经用过 CUDA（哪怕只调用过 ``torch.cuda.is_available()``），或者在本站的
+# 构建中（同一个进程先运行了排在前面的教程），这件事已经发生了。从这样的进程 fork
+# 出来的工作进程处于「bad fork」状态，只有私有函数 ``torch.cuda._is_in_bad_fork()``
+# 能查出来；这时工作进程改用 CPU 上的 ``gloo``，脚本会打印一行说明，而不是在第一次
+# 调用 CUDA 时出错。用 torchrun 启动时，每个工作进程都是全新的进程，可以使用自己的 GPU。
 
 UNDER_TORCHRUN = "LOCAL_RANK" in os.environ
 WORKERS_ON_THIS_MACHINE = int(os.environ.get("LOCAL_WORLD_SIZE", 2))
@@ -268,9 +273,11 @@ def fsdp2_gradient(rank, world_size, device):
 
 
 def run_worker(rank, local_rank, world_size, init_method):
-    dist.init_process_group(BACKEND, init_method=init_method, rank=rank, world_size=world_size,
+    # 如果本进程在 fork 之前已经初始化了 CUDA，fork 出来的工作进程就用不了它（见上文）。
+    backend = "gloo" if BACKEND == "nccl" and torch.cuda._is_in_bad_fork() else BACKEND
+    dist.init_process_group(backend, init_method=init_method, rank=rank, world_size=world_size,
                             timeout=datetime.timedelta(seconds=60))
-    device = torch.device("cuda", local_rank) if BACKEND == "nccl" else torch.device("cpu")
+    device = torch.device("cuda", local_rank) if backend == "nccl" else torch.device("cpu")
     if device.type == "cuda":
         torch.cuda.set_device(device)
     results = {"device": str(device), "backend": dist.get_backend(), "world size": world_size}
@@ -352,11 +359,15 @@ if UNDER_TORCHRUN:
 else:
     results = start_local_workers(world_size=2)
 
+if results["backend"] != BACKEND:
+    print("CUDA was initialised in this process before the workers were forked, so they could not use "
+          "the GPUs: they ran on the CPU with gloo (run the script in a fresh process, or with torchrun, "
+          "to use the GPUs)")
 print(f"Using device: {results['device']}")
 print(f"Backend: {results['backend']}, world size: {results['world size']}")
 
 # %%
-# 你正在阅读的这个页面是在 CPU 上构建的，所以它的两个工作进程用的是 ``gloo`` 后端。
+# 上面几行打印了本页的两个工作进程用的是哪种设备和后端。
 #
 # 累积得到的梯度等于整批梯度吗？
 # ------------------------------
@@ -423,9 +434,9 @@ for name in ACCUMULATION_LOOPS:
 # 梯度依然正确（见上文），所以不会有任何提示：没有我们这样的计数钩子，就只有
 # 耗时能看出问题。
 #
-# 下图画的是同样的数字。耗时取决于机器：本页的数字来自构建它的那台机器，两个工作
-# 进程共用这台机器的 CPU，通过 ``gloo`` 通信，数据不出这台机器。跨机器通过网络
-# 通信时，all-reduce 的开销通常比这里更大。
+# 下图画的是同样的数字。耗时取决于机器：本页的数字来自构建它的那台机器，设备和
+# 后端见上面的打印结果；两个工作进程都在这一台机器上，数据没有经过网络。跨机器
+# 通过网络通信时，all-reduce 的开销通常比这里更大。
 
 allreduce_calls = [max(results[name]["all-reduce calls"]) for name in ACCUMULATION_LOOPS]
 step_milliseconds = [median_milliseconds(name) for name in ACCUMULATION_LOOPS]
@@ -476,5 +487,5 @@ compare("FSDP2, set_requires_gradient_sync == full batch", results["FSDP2"], ref
 # sphinx_gallery_thumbnail_number = 1
 
 # sphinx_gallery_start_ignore
-# Translates recipes/en/distributed_accumulation.py, English text e83e84078f9bff01 (make translation-status)
+# Translates recipes/en/distributed_accumulation.py, English text f4ff80789f862873 (make translation-status)
 # sphinx_gallery_end_ignore

@@ -67,6 +67,13 @@ from torch.utils.checkpoint import checkpoint
 # 共用 CPU，通过 ``gloo`` 通信。``torch.cuda.device_count()`` 在能通过 NVML 查询
 # 时，不会在本进程中初始化 CUDA；这一点很重要，因为本地工作进程是 fork 出来的
 # （见下文）。
+#
+# 如果本进程此前已经初始化过 CUDA，fork 出来的工作进程就无法再使用它：例如在笔记本
+# 中，前面的某个单元格用过 CUDA（哪怕只是调用了 ``torch.cuda.is_available()``）；
+# 又如本站的构建，它先在同一个进程中运行了排在本篇之前的教程。这样的工作进程处于
+# 「bad fork」状态，只有私有函数 ``torch.cuda._is_in_bad_fork()`` 能告诉我们这一点；
+# 这时工作进程改在 CPU 上用 ``gloo`` 运行，脚本也会说明这一点，而不是在第一次调用
+# CUDA 时出错。在 torchrun 之下，每个工作进程都是全新的进程，可以使用自己的 GPU。
 
 UNDER_TORCHRUN = "LOCAL_RANK" in os.environ
 WORKERS_ON_THIS_MACHINE = int(os.environ.get("LOCAL_WORLD_SIZE", 2))
@@ -573,7 +580,9 @@ def toggle_experiment(rank, world_size, device):
 # 60 秒后报错，而不是永远等下去。
 
 
-def run_worker(rank, local_rank, world_size, init_method, backend):
+def run_worker(rank, local_rank, world_size, init_method):
+    # 如果本进程此前初始化过 CUDA，fork 出来的工作进程就无法使用它（见上文）。
+    backend = "gloo" if BACKEND == "nccl" and torch.cuda._is_in_bad_fork() else BACKEND
     dist.init_process_group(backend, init_method=init_method, rank=rank, world_size=world_size,
                             timeout=datetime.timedelta(seconds=60))
     device = torch.device("cuda", local_rank) if backend == "nccl" else torch.device("cpu")
@@ -593,17 +602,12 @@ def run_worker(rank, local_rank, world_size, init_method, backend):
 # 之下，本进程就是一个工作进程；单独运行时，脚本 fork 出两个工作进程，它们通过
 # 临时文件夹中的一个文件会合；有工作进程失败时，报告最早的那个失败；无论发生什么，
 # 剩下的进程都会被杀掉并回收。
-#
-# 如果本进程已经用过 CUDA，fork 出来的工作进程就无法再使用它：例如在笔记本中，
-# 前面的某个单元格用过 GPU；又如本站的构建，它先在同一个进程中运行了其他教程。
-# ``torch.cuda.is_initialized()`` 可以在不初始化任何东西的情况下告诉我们这一点；
-# 这时工作进程改在 CPU 上用 ``gloo`` 运行，脚本也会说明原因。
 
 
-def local_worker(rank, world_size, folder, backend):
+def local_worker(rank, world_size, folder):
     torch.set_num_threads(1)
     try:
-        results = run_worker(rank, rank, world_size, f"file://{folder}/rendezvous", backend)
+        results = run_worker(rank, rank, world_size, f"file://{folder}/rendezvous")
         if rank == 0:
             torch.save(results, Path(folder) / "results.pt")
     except Exception:
@@ -613,22 +617,13 @@ def local_worker(rank, world_size, folder, backend):
         raise
 
 
-def backend_for_forked_workers(backend):
-    if backend == "nccl" and torch.cuda.is_initialized():
-        print("CUDA was already initialised in this process, so forked workers cannot use it: "
-              "running on the CPU with gloo")
-        return "gloo"
-    return backend
-
-
-def start_local_workers(world_size, backend, deadline_seconds=300):
+def start_local_workers(world_size, deadline_seconds=300):
     """fork 出 ``world_size`` 个工作进程，等它们结束，返回 rank 0 的结果。"""
     if "fork" not in mp.get_all_start_methods():
         raise RuntimeError("This system cannot fork a process (Windows?), so the script cannot start "
                            "its workers itself: run it with torchrun --nproc_per_node=2 instead.")
-    backend = backend_for_forked_workers(backend)
     with tempfile.TemporaryDirectory() as folder:
-        workers = mp.start_processes(local_worker, args=(world_size, folder, backend), nprocs=world_size,
+        workers = mp.start_processes(local_worker, args=(world_size, folder), nprocs=world_size,
                                      start_method="fork", join=False)
         deadline = time.monotonic() + deadline_seconds
         try:
@@ -648,12 +643,16 @@ def start_local_workers(world_size, backend, deadline_seconds=300):
 
 if UNDER_TORCHRUN:
     rank = int(os.environ["RANK"])
-    results = run_worker(rank, int(os.environ["LOCAL_RANK"]), int(os.environ["WORLD_SIZE"]), "env://",
-                         BACKEND)
+    results = run_worker(rank, int(os.environ["LOCAL_RANK"]), int(os.environ["WORLD_SIZE"]), "env://")
     if rank != 0:
         sys.exit(0)  # 完成：由 rank 0 代表所有工作进程报告结果
 else:
-    results = start_local_workers(world_size=2, backend=BACKEND)
+    results = start_local_workers(world_size=2)
+
+if results["backend"] != BACKEND:
+    print("CUDA was initialised in this process before the workers were forked, so they could not use "
+          "the GPUs: they ran on the CPU with gloo (run the script in a fresh process, or with torchrun, "
+          "to use the GPUs)")
 
 print(f"torch {torch.__version__}")
 print(f"Using device: {results['device']}")
@@ -899,5 +898,5 @@ for name, outcome in results["toggle"].items():
 # sphinx_gallery_thumbnail_number = 1
 
 # sphinx_gallery_start_ignore
-# Translates recipes/en/distributed_pitfalls.py, English text 02de876649b9f098 (make translation-status)
+# Translates recipes/en/distributed_pitfalls.py, English text 83f4c3a8351d2b57 (make translation-status)
 # sphinx_gallery_end_ignore

@@ -271,16 +271,17 @@ def train_with_momentum(momentum, iterations=1000):
 
 losses_momentum = train_with_momentum(momentum=1.0)
 difference = max(abs(p - q) for p, q in zip(losses_momentum, losses_without))
-print(f"largest difference from the never-zeroed loss curve: {difference:.2e}")
+print(f"largest difference from the never-zeroed loss curve: {difference:.2e}, "
+      f"on losses up to {max(losses_without):.1f}")
 last = train_with_momentum(momentum=0.9)[-100:]
 print(f"momentum 0.9, zeroed: loss over the last 100: {min(last):.4f} to {max(last):.4f}")
 
 # %%
-# 损失最高达到 91.7，两条曲线相差不超过 2.44e-04。这点差别来自浮点舍入：手写的
-# 更新和 ``optimizer.step()`` 算的是同一个量，但走的是不同的代码，舍入
-# 可能不同，摆动又把这些差别一路带了下去。差别有多大取决于 CPU 的向量指令：
-# 设置环境变量 ``ATEN_CPU_CAPABILITY=default``，让 PyTorch 只用普通指令，
-# 这里的差别就正好是 0。所以，忘了 ``zero_grad()`` 的训练循环，实际上是在运行
+# 两条曲线的差别不超过上面打印的最大差值，而损失本身最高达到其后打印的大小。
+# 若有差别，也只来自浮点舍入：手写的更新和 ``optimizer.step()`` 算的是同一个量，
+# 但走的是不同的代码，舍入可能不同，摆动又把这些差别一路带了下去。有没有差别取决于
+# CPU 的向量指令：设置环境变量 ``ATEN_CPU_CAPABILITY=default``，让 PyTorch
+# 只用普通指令，这里的差别就正好是 0。所以，忘了 ``zero_grad()`` 的训练循环，实际上是在运行
 # 没有摩擦的动量 SGD。常用的动量，比如 0.9，每一步只保留之前速度的 90%；
 # 正是这部分速度的损耗，让摆动得以逐渐平息。调用 ``zero_grad()`` 并使用 0.9 的
 # 动量，同样的拟合在最后 100 次迭代中损失始终是 0.7215，即最小二乘的最小值。
@@ -387,5 +388,5 @@ for name, zero_grad in [("with zero_grad()", True), ("without zero_grad()", Fals
 # sphinx_gallery_thumbnail_number = 1
 
 # sphinx_gallery_start_ignore
-# Translates recipes/en/linear_regression_without_zero_grad.py, English text 34258d1a5dd093f5 (make translation-status)
+# Translates recipes/en/linear_regression_without_zero_grad.py, English text 1bff52f851c3f29f (make translation-status)
 # sphinx_gallery_end_ignore
