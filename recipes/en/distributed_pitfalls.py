@@ -50,6 +50,11 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 import torch
+
+# DDP's constructor imports torch._dynamo, the front end of torch.compile,
+# the first time it runs: a second or more. Imported here, before the workers
+# are forked, it is imported once rather than once in every worker.
+import torch._dynamo  # noqa: F401
 import torch.distributed as dist
 import torch.multiprocessing as mp
 import torch.nn as nn

@@ -46,6 +46,11 @@ from pathlib import Path
 # 再在画图前加上 plt.rcParams["font.family"] = ["DejaVu Sans", "Noto Sans CJK SC"]。
 import matplotlib.pyplot as plt
 import torch
+
+# DDP 的构造函数第一次运行时会导入 torch._dynamo（torch.compile 的前端），
+# 要花一秒甚至更久。在 fork 出工作进程之前先在这里导入，就只导入一次，
+# 而不是每个工作进程各导入一次。
+import torch._dynamo  # noqa: F401
 import torch.distributed as dist
 import torch.multiprocessing as mp
 import torch.nn as nn
@@ -898,5 +903,5 @@ for name, outcome in results["toggle"].items():
 # sphinx_gallery_thumbnail_number = 1
 
 # sphinx_gallery_start_ignore
-# Translates recipes/en/distributed_pitfalls.py, English text 83f4c3a8351d2b57 (make translation-status)
+# Translates recipes/en/distributed_pitfalls.py, English text 9f0d32c989c89eee (make translation-status)
 # sphinx_gallery_end_ignore
