@@ -413,7 +413,8 @@ def table_experiment(rank, world_size, device):
 # a layer's forward pass it *all-gathers* the whole parameter; after it, it
 # frees the gathered copy (except in the root module) and gathers it again
 # for the backward pass; after the backward pass it *reduce-scatters* the
-# gradient, so that each worker keeps the sum for its own shard. FSDP2 lets us
+# gradient, so that each worker keeps the average over all workers for its
+# own shard only. FSDP2 lets us
 # replace both collectives with our own (``set_custom_all_gather``,
 # ``set_custom_reduce_scatter``): ``CountingAllGather`` and
 # ``CountingReduceScatter`` count the calls and then make them.
@@ -817,10 +818,10 @@ for error, letter in errors.items():
 # * ``static_graph=True`` with ``no_sync()`` from the first step raises an
 #   internal assertion of DDP's reducer
 #   (`reported to PyTorch <https://github.com/pytorch/pytorch/issues/143580>`_).
-#   In the first iteration of a static graph, DDP's backward pass queues one
-#   all-reduce of every gradient, even under ``no_sync()``, whose forward pass
-#   did not prepare the reducer for it (``_DDPSink`` in
-#   ``torch/nn/parallel/distributed.py``). Synchronizing the first step
+#   In the first iteration of a static graph, DDP's backward pass queues a
+#   delayed all-reduce of every gradient for the end of the backward pass,
+#   even under ``no_sync()``, whose forward pass did not prepare the reducer
+#   for it (``_DDPSink`` in ``torch/nn/parallel/distributed.py``). Synchronizing the first step
 #   fully, then using ``no_sync()``, gives correct gradients, as the next row
 #   shows.
 # * Activation checkpointing alone, reentrant or not, leaves ``no_sync()``

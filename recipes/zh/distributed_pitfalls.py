@@ -391,7 +391,7 @@ def table_experiment(rank, world_size, device):
 # ``fully_shard`` 在每个工作进程上只保存每个参数的一个分片。在一层的前向传播之前，
 # 它用 all-gather 收集出完整的参数；前向传播之后释放收集来的这份（根模块除外），
 # 到反向传播时再收集一次；反向传播之后，它对梯度做 reduce-scatter，让每个工作进程
-# 只留下自己那个分片上的和。FSDP2 允许我们用自己的实现替换这两种集合通信
+# 只留下自己那个分片上所有工作进程梯度的平均值。FSDP2 允许我们用自己的实现替换这两种集合通信
 # （``set_custom_all_gather``、``set_custom_reduce_scatter``）：
 # ``CountingAllGather`` 和 ``CountingReduceScatter`` 先计数，再执行调用。
 
@@ -778,7 +778,8 @@ for error, letter in errors.items():
 # * ``static_graph=True`` 时从第一个更新步起就用 ``no_sync()``，会触发 DDP 的
 #   reducer 的一个内部断言（\ `已报告给 PyTorch <https://github.com/pytorch/pytorch/issues/143580>`_\ ）。
 #   在静态图的第一次迭代中，即使在 ``no_sync()`` 之下，DDP 的反向传播也会排入一次
-#   对全部梯度的 all-reduce，而这次的前向传播并没有让 reducer 为此做好准备
+#   推迟到反向传播结束时执行的、对全部梯度的 all-reduce，而这次的前向传播并没有让
+#   reducer 为此做好准备
 #   （见 ``torch/nn/parallel/distributed.py`` 中的 ``_DDPSink``）。先完整同步第一个
 #   更新步，再使用 ``no_sync()``，梯度就是正确的，如下一行所示。
 # * 单独使用激活检查点，无论重入与否，``no_sync()`` 都正确。重入式检查点与
@@ -903,5 +904,5 @@ for name, outcome in results["toggle"].items():
 # sphinx_gallery_thumbnail_number = 1
 
 # sphinx_gallery_start_ignore
-# Translates recipes/en/distributed_pitfalls.py, English text 9f0d32c989c89eee (make translation-status)
+# Translates recipes/en/distributed_pitfalls.py, English text 27cdd349a32e764d (make translation-status)
 # sphinx_gallery_end_ignore
