@@ -779,9 +779,9 @@ for error, letter in errors.items():
 #   reducer 的一个内部断言（\ `已报告给 PyTorch <https://github.com/pytorch/pytorch/issues/143580>`_\ ）。
 #   在静态图的第一次迭代中，即使在 ``no_sync()`` 之下，DDP 的反向传播也会排入一次
 #   推迟到反向传播结束时执行的、对全部梯度的 all-reduce，而这次的前向传播并没有让
-#   reducer 为此做好准备
-#   （见 ``torch/nn/parallel/distributed.py`` 中的 ``_DDPSink``）。先完整同步第一个
-#   更新步，再使用 ``no_sync()``，梯度就是正确的，如下一行所示。
+#   reducer 为此做好准备（见 ``torch/nn/parallel/distributed.py`` 中的
+#   ``_DDPSink``）。先完整同步第一个更新步，再使用 ``no_sync()``，梯度就是正确的，
+#   如下一行所示。
 # * 单独使用激活检查点，无论重入与否，``no_sync()`` 都正确。重入式检查点与
 #   ``find_unused_parameters=True`` 一起使用时，不管用不用 ``no_sync()`` 都会报错：
 #   被检查点包住的那一块的参数不出现在 DDP 用来查找未使用参数的 autograd 计算图中，
