@@ -693,8 +693,8 @@ print(f"Using device: {results['device']}")
 print(f"Backend: {results['backend']}, world size: {results['world size']}")
 
 # %%
-# The token-weighted loss: what came out
-# --------------------------------------
+# 1. The token-weighted loss: what came out
+# -----------------------------------------
 #
 # The reference is the loss of a single process that sees every worker's
 # micro-batches at once: the mean over all real tokens. ``relative_error`` is
@@ -755,8 +755,8 @@ for name, value in logged.items():
 # average of the worker means is not, and a learning curve that plots it
 # changes with how the tokens happen to fall on the workers.
 #
-# The table: DDP options and ``no_sync()``
-# ----------------------------------------
+# 2. The table: DDP options and ``no_sync()``
+# -------------------------------------------
 #
 # A cell says ``correct`` when, in every step, all workers hold the same
 # gradient and it is the full-batch gradient of a single process;

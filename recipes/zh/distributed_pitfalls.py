@@ -391,8 +391,8 @@ def table_experiment(rank, world_size, device):
 # ``fully_shard`` 在每个工作进程上只保存每个参数的一个分片。在一层的前向传播之前，
 # 它用 all-gather 收集出完整的参数；前向传播之后释放收集来的这份（根模块除外），
 # 到反向传播时再收集一次；反向传播之后，它对梯度做 reduce-scatter，让每个工作进程
-# 只留下自己那个分片上所有工作进程梯度的平均值。FSDP2 允许我们用自己的实现替换这两种集合通信
-# （``set_custom_all_gather``、``set_custom_reduce_scatter``）：
+# 只留下自己那个分片上所有工作进程梯度的平均值。FSDP2 允许我们用自己的实现替换
+# 这两种集合通信（``set_custom_all_gather``、``set_custom_reduce_scatter``）：
 # ``CountingAllGather`` 和 ``CountingReduceScatter`` 先计数，再执行调用。
 
 
@@ -664,8 +664,8 @@ print(f"Using device: {results['device']}")
 print(f"Backend: {results['backend']}, world size: {results['world size']}")
 
 # %%
-# 按词元加权的损失：结果
-# ----------------------
+# 1. 按词元加权的损失：结果
+# -------------------------
 #
 # 参照值是单个进程一次看到所有工作进程的全部微批量时的损失：所有真实词元上的
 # 平均值。``relative_error`` 是与参照梯度之差的大小，相对于参照梯度本身的大小。
@@ -719,8 +719,8 @@ for name, value in logged.items():
 # 按词元加权的损失就是单个进程的损失（只差舍入误差）；各工作进程平均损失的平均值
 # 则不是，用它画出的学习曲线会随词元碰巧如何分到各工作进程而变化。
 #
-# 表格：DDP 选项与 ``no_sync()``
-# ------------------------------
+# 2. 表格：DDP 选项与 ``no_sync()``
+# ---------------------------------
 #
 # 如果在每个更新步中，所有工作进程持有的梯度都相同，而且就是单个进程的整批梯度，
 # 单元格就写 ``correct``；否则写 ``wrong``，附上与该梯度的最大差；或者写
@@ -776,8 +776,8 @@ for error, letter in errors.items():
 #   下来的梯度照样得到同步，尽管这个分支没有参与最后一个微批量：DDP 把在
 #   ``no_sync()`` 微批量中用到的参数也算作用过。
 # * ``static_graph=True`` 时从第一个更新步起就用 ``no_sync()``，会触发 DDP 的
-#   reducer 的一个内部断言（\ `已报告给 PyTorch <https://github.com/pytorch/pytorch/issues/143580>`_\ ）。
-#   在静态图的第一次迭代中，即使在 ``no_sync()`` 之下，DDP 的反向传播也会排入一次
+#   reducer 的一个内部断言
+#   （\ `已报告给 PyTorch <https://github.com/pytorch/pytorch/issues/143580>`_\ ）。在静态图的第一次迭代中，即使在 ``no_sync()`` 之下，DDP 的反向传播也会排入一次
 #   推迟到反向传播结束时执行的、对全部梯度的 all-reduce，而这次的前向传播并没有让
 #   reducer 为此做好准备（见 ``torch/nn/parallel/distributed.py`` 中的
 #   ``_DDPSink``）。先完整同步第一个更新步，再使用 ``no_sync()``，梯度就是正确的，
@@ -904,5 +904,5 @@ for name, outcome in results["toggle"].items():
 # sphinx_gallery_thumbnail_number = 1
 
 # sphinx_gallery_start_ignore
-# Translates recipes/en/distributed_pitfalls.py, English text 27cdd349a32e764d (make translation-status)
+# Translates recipes/en/distributed_pitfalls.py, English text 0fa049cd850c6125 (make translation-status)
 # sphinx_gallery_end_ignore
