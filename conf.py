@@ -35,7 +35,7 @@ RECIPE_ORDER = [
 
 project = {"en": "Zero-grad recipes", "zh": "梯度清零实践"}[LANG]
 author = {"en": "The zero-grad recipes authors", "zh": "梯度清零实践项目组"}[LANG]
-copyright = "2026, " + author
+copyright = {"en": "2026, ", "zh": "2026 "}[LANG] + author  # Chinese drops the comma: © 2026 梯度清零实践项目组
 language = {"en": "en", "zh": "zh_CN"}[LANG]
 locale_dirs = [str(ROOT / "docs" / "locale")]  # fills gaps in the theme's Chinese strings
 root_doc = "index"
@@ -49,6 +49,8 @@ extensions = [
     "chinese_search",  # search that works on Chinese pages
     "printed_output_check",  # no warning, traceback or build path in printed output
     "prose_numbers",  # every number in the prose is one the page's run printed
+    "chinese_gallery_text",  # figure alt texts joined with ；, no escaped spaces in notebooks
+    "chinese_search_synonyms",  # Chinese search finds pages under the glossary's 其他说法
 ]
 templates_path = [str(ROOT / "docs" / "_templates")]
 html_static_path = [str(ROOT / "docs" / "_static")]

@@ -13,7 +13,7 @@ import sys
 
 import pytest
 
-from conftest import REPO, RECIPES
+from conftest import RECIPES, REPO
 from test_translations import drawn_text
 
 CJK_CHARACTER = "\u4e00-\u9fff"

@@ -127,8 +127,9 @@ def test_printed_ranges_are_those_of_the_progress_lines(recipe_run, lang):
     assert match, stdout
     grads = [size for _, size, _, _ in lines]
     ratios = [ratio for _, _, _, ratio in lines]
-    assert float(match[1]) == pytest.approx(min(grads), rel=1e-2) and float(match[2]) == pytest.approx(max(grads), rel=1e-2)
-    assert float(match[3]) == pytest.approx(min(ratios), abs=0.11) and float(match[4]) == pytest.approx(max(ratios), abs=0.11)
+    smallest, largest, lowest, highest = map(float, match.groups())
+    assert smallest == pytest.approx(min(grads), rel=1e-2) and largest == pytest.approx(max(grads), rel=1e-2)
+    assert lowest == pytest.approx(min(ratios), abs=0.11) and highest == pytest.approx(max(ratios), abs=0.11)
     first_with, first_without = progress(stdout)["with"][0][1], progress(stdout)["without"][0][1]
     ratio = re.search(r"^at the first printed line, \.grad is (\S+) times as large as in the normal run$", stdout, re.M)
     assert ratio and float(ratio[1]) == pytest.approx(first_without / first_with, rel=0.02), stdout
@@ -137,7 +138,8 @@ def test_printed_ranges_are_those_of_the_progress_lines(recipe_run, lang):
 @pytest.mark.parametrize("lang", LANGUAGES)
 def test_counts_the_classes_each_network_predicts(recipe_run, lang):
     stdout = recipe_run("zeroing_out_gradients", lang).stdout
-    match = re.search(r"^classes predicted over the test images: (\d+) with zero_grad\(\), (\d+) without$", stdout, re.M)
+    match = re.search(r"^classes predicted over the test images: (\d+) with zero_grad\(\), (\d+) without$",
+                      stdout, re.M)
     assert match, stdout
     with_zero_grad, without = int(match[1]), int(match[2])
     assert 1 <= without <= 10 and 1 <= with_zero_grad <= 10

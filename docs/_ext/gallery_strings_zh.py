@@ -11,7 +11,8 @@ Sphinx-Gallery cannot silently bring English back onto Chinese pages.
 from sphinx_gallery import downloads, gen_rst
 
 TRANSLATIONS = [
-    (gen_rst, "EXAMPLE_HEADER", ":ref:`Go to the end <sphx_glr_download_{1}>`\n        to download the full example code{2}",
+    (gen_rst, "EXAMPLE_HEADER",
+     ":ref:`Go to the end <sphx_glr_download_{1}>`\n        to download the full example code{2}",
      ":ref:`跳到页尾 <sphx_glr_download_{1}>`\\ 下载完整的示例代码。"),
     (gen_rst, "TIMING_CONTENT", "**Total running time of the script:** ({0:.0f} minutes {1:.3f} seconds)",
      "**脚本总运行时间：**\\ {0:.0f} 分 {1:.3f} 秒"),
@@ -19,7 +20,8 @@ TRANSLATIONS = [
     (gen_rst, "CODE_DOWNLOAD", "Download {1} source code: ", "下载 Python 源代码："),
     (gen_rst, "ZIP_DOWNLOAD", "Download zipped: ", "下载压缩包："),
     (downloads, "CODE_ZIP_DOWNLOAD", "Download all examples {0} source code: ", "下载全部示例的 Python 源代码："),
-    (downloads, "NOTEBOOK_ZIP_DOWNLOAD", "Download all examples in Jupyter notebooks: ", "下载全部示例的 Jupyter 笔记本："),
+    (downloads, "NOTEBOOK_ZIP_DOWNLOAD", "Download all examples in Jupyter notebooks: ",
+     "下载全部示例的 Jupyter 笔记本："),
 ]
 
 

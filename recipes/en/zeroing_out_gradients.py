@@ -394,7 +394,7 @@ if stopped:
 for ax in (ax_all, ax_zoom):
     ax.axhline(random_guess, color="gray", linestyle="--", linewidth=1, label="random guessing (ln 10)")
     ax.set_xlabel("training step (mini-batch of 4 images)")
-handles, labels = zip(*[(h, l) for ax in (ax_all, ax_zoom) for h, l in zip(*ax.get_legend_handles_labels())])
+handles, labels = zip(*[entry for ax in (ax_all, ax_zoom) for entry in zip(*ax.get_legend_handles_labels())])
 unique = dict(zip(labels, handles))
 fig.legend(unique.values(), unique.keys(), loc="outside lower center", ncols=len(unique))
 fig.suptitle("The same network trained with and without zero_grad()")

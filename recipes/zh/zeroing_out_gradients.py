@@ -5,8 +5,9 @@
 ====================
 
 每次调用 ``loss.backward()``，新算出的梯度都会 **加到** 各个参数的 ``.grad``
-属性上（``.grad`` 还是 ``None`` 时则直接设为这个梯度）。PyTorch 从不自动清零 ``.grad``，这件事要由训练循环来做：每个小批量调用一次
-``optimizer.zero_grad()``。如果不清零，每次更新用的就不是当前小批量的梯度，而是到目前为止所有梯度之和。
+属性上（``.grad`` 还是 ``None`` 时则直接设为这个梯度）。PyTorch 从不自动清零
+``.grad``，这件事要由训练循环来做：每个小批量调用一次 ``optimizer.zero_grad()``。
+如果不清零，每次更新用的就不是当前小批量的梯度，而是到目前为止所有梯度之和。
 
 本教程把经典的小型 CIFAR-10 图像分类器训练两遍，两遍的初始权重相同，小批量的顺序也相同：
 
@@ -364,7 +365,7 @@ if stopped:
 for ax in (ax_all, ax_zoom):
     ax.axhline(random_guess, color="gray", linestyle="--", linewidth=1, label="随机猜测（ln 10）")
     ax.set_xlabel("更新步（每步一个小批量，4 张图像）")
-handles, labels = zip(*[(h, l) for ax in (ax_all, ax_zoom) for h, l in zip(*ax.get_legend_handles_labels())])
+handles, labels = zip(*[entry for ax in (ax_all, ax_zoom) for entry in zip(*ax.get_legend_handles_labels())])
 unique = dict(zip(labels, handles))
 fig.legend(unique.values(), unique.keys(), loc="outside lower center", ncols=len(unique))
 fig.suptitle("同一网络调用与不调用 zero_grad() 的训练对比")
