@@ -777,7 +777,8 @@ for error, letter in errors.items():
 #   ``no_sync()`` 微批量中用到的参数也算作用过。
 # * ``static_graph=True`` 时从第一个更新步起就用 ``no_sync()``，会触发 DDP 的
 #   reducer 的一个内部断言
-#   （\ `已报告给 PyTorch <https://github.com/pytorch/pytorch/issues/143580>`_\ ）。在静态图的第一次迭代中，即使在 ``no_sync()`` 之下，DDP 的反向传播也会排入一次
+#   （\ `已报告给 PyTorch <https://github.com/pytorch/pytorch/issues/143580>`_\ ）。
+#   在静态图的第一次迭代中，即使在 ``no_sync()`` 之下，DDP 的反向传播也会排入一次
 #   推迟到反向传播结束时执行的、对全部梯度的 all-reduce，而这次的前向传播并没有让
 #   reducer 为此做好准备（见 ``torch/nn/parallel/distributed.py`` 中的
 #   ``_DDPSink``）。先完整同步第一个更新步，再使用 ``no_sync()``，梯度就是正确的，
