@@ -29,6 +29,7 @@ RECIPE_ORDER = [
     "low_precision_accumulation.py",
     "optimizer_step_in_backward.py",
     "distributed_accumulation.py",
+    "distributed_pitfalls.py",
     "zero_grad_pitfalls.py",
 ]
 

@@ -482,6 +482,8 @@ print(f"token sum / window tokens: relative error {relative_error(token_weighted
 # with the differences between the micro-batches' token counts, and would
 # vanish if they were all equal. It is a bias, not noise that averages out:
 # at every update, the tokens of micro-batches with few tokens weigh more.
+# With several workers, the count to divide by is that of all workers:
+# :ref:`distributed_pitfalls` shows it under DDP.
 #
 # The last window of an epoch
 # ---------------------------

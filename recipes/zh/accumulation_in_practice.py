@@ -454,7 +454,8 @@ print(f"token sum / window tokens: relative error {relative_error(token_weighted
 # 按词元加权得到的梯度与整批梯度只差舍入误差。按微批量取平均的做法，在这个窗口
 # 里差了百分之几；各微批量的词元数相差越大，误差越大，如果它们完全相等，误差就会
 # 消失。这是一种偏差，而不是会被平均掉的噪声：每次更新时，词元少的微批量里的
-# 词元分量都更重。
+# 词元分量都更重。有多个工作进程时，要除以的是所有工作进程的词元总数：
+# 《:ref:`distributed_pitfalls`》在 DDP 下演示了这一点。
 #
 # 一轮的最后一个窗口
 # ------------------
@@ -685,5 +686,5 @@ plt.show()
 # sphinx_gallery_thumbnail_number = 1
 
 # sphinx_gallery_start_ignore
-# Translates recipes/en/accumulation_in_practice.py, English text 473516d55e8cc7b2 (make translation-status)
+# Translates recipes/en/accumulation_in_practice.py, English text 83d3006b57cc76d4 (make translation-status)
 # sphinx_gallery_end_ignore
