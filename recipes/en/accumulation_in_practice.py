@@ -576,7 +576,7 @@ print(f"token sum / window tokens: relative error {relative_error(token_weighted
 #    the workers together: divide by the real tokens of every worker's window,
 #    summed with an ``all_reduce``, and multiply the loss by the number of
 #    workers, since DDP averages the workers' gradients rather than adding
-#    them.
+#    them. :ref:`distributed_pitfalls` shows it.
 #
 # The last window of an epoch
 # ---------------------------
@@ -718,7 +718,8 @@ log_losses(model, window, "total_loss += loss, one backward() on the sum", lambd
 # take up is not measured here. Calling ``backward()`` once on the sum holds
 # the saved tensors of all four micro-batches at the same time, about ``k``
 # times the peak of the other loops: the memory that accumulation was meant to
-# save.
+# save. Where the rest of a step's memory goes, gradients and optimizer state
+# included, is measured in :ref:`optimizer_step_in_backward`.
 #
 # Checkpoints: at the end of a window
 # -----------------------------------

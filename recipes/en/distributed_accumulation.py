@@ -586,5 +586,8 @@ for name, calls in results["FSDP2"].items():
 # * :ref:`accumulation_in_practice` puts accumulation into a real training
 #   loop, and :ref:`zero_grad_pitfalls` shows where ``zero_grad()`` belongs in
 #   it.
+# * :ref:`distributed_pitfalls` goes one step further: sequences of different
+#   lengths across workers, DDP options that break ``no_sync()``, and what
+#   FSDP2 communicates while it accumulates.
 
 # sphinx_gallery_thumbnail_number = 1

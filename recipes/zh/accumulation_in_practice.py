@@ -540,6 +540,7 @@ print(f"token sum / window tokens: relative error {relative_error(token_weighted
 #    在 DDP 下（见《:ref:`distributed_accumulation`》），窗口指的是所有工作进程的窗口
 #    合在一起：要除以每个工作进程窗口里的真实词元数之和（用 ``all_reduce`` 求和），
 #    再把损失乘以工作进程数，因为 DDP 对各工作进程的梯度取的是平均而不是总和。
+#    《:ref:`distributed_pitfalls`》演示了这一点。
 #
 # 一轮的最后一个窗口
 # ------------------
@@ -671,7 +672,8 @@ log_losses(model, window, "total_loss += loss, one backward() on the sum", lambd
 # 保存的张量已经没有了（窗口结束后为 0 KiB），因为每次 ``backward()`` 都释放了
 # 它们；节点本身占用多少内存，这里没有测量。对总和只调用一次 ``backward()``，则会
 # 同时留住全部四个微批量保存的张量，峰值大约是其他循环的 ``k`` 倍：这正是梯度
-# 累积本来要省下的内存。
+# 累积本来要省下的内存。一个训练步的其余内存（包括梯度和优化器状态）花在哪里，
+# 见《:ref:`optimizer_step_in_backward`》中的测量。
 #
 # 检查点：在窗口结束时保存
 # ------------------------
@@ -802,5 +804,5 @@ plt.show()
 # sphinx_gallery_thumbnail_number = 1
 
 # sphinx_gallery_start_ignore
-# Translates recipes/en/accumulation_in_practice.py, English text 3e2c39098a1c072a (make translation-status)
+# Translates recipes/en/accumulation_in_practice.py, English text 28e7c1d728c0a45b (make translation-status)
 # sphinx_gallery_end_ignore
