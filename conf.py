@@ -36,6 +36,7 @@ RECIPE_ORDER = [
     "zeroing_out_gradients.py",
     "gradient_accumulation.py",
     "accumulation_in_practice.py",
+    "low_precision_accumulation.py",
     "distributed_accumulation.py",
     "zero_grad_pitfalls.py",
 ]

@@ -58,6 +58,9 @@ print(f"Using device: {device}")
 torch.manual_seed(0)  # same data and weights on every run
 amp_dtype = torch.float16
 print(f"Autocast dtype: {amp_dtype}")
+defaults = torch.amp.GradScaler(device.type)
+print(f"GradScaler defaults: initial scale {defaults.get_scale():.0f}, backoff factor {defaults.get_backoff_factor()}, "
+      f"growth factor {defaults.get_growth_factor()}, growth interval {defaults.get_growth_interval()}")
 
 # %%
 # Data, model and one update
@@ -248,9 +251,9 @@ describe_spikes("skip on a later update", later_update_run)
 # Detecting a skipped update
 # --------------------------
 #
-# ``update()`` multiplies the scale by ``backoff_factor`` (0.5) after a skip,
+# ``update()`` multiplies the scale by its backoff factor, 0.5, after a skip,
 # and otherwise leaves it or raises it, so a scale lower after ``update()`` than
-# before means the update was skipped. ``train(..., detect_skips=True)`` then
+# before means the update was skipped (with one optimizer per scaler, as here). ``train(..., detect_skips=True)`` then
 # leaves the scheduler where it is:
 #
 # .. code-block:: python
@@ -281,15 +284,16 @@ for name, detect_skips in [("scheduler.step() every update", False),
 # schedule's second learning rate, and after the second skip every step uses
 # the value meant for two steps later. With the check, every step taken uses
 # the value the schedule gives for it. Whether a shift of one or two updates
-# matters depends on the schedule; it is the same check that decides, in a
-# loop that counts its progress in optimizer steps, whether a step happened.
+# matters depends on the schedule; a loop that counts its progress in
+# optimizer steps (for logging, checkpoints or the end of training) needs the
+# same check.
 #
 # How many updates the default scale costs
 # ----------------------------------------
 #
 # ``GradScaler`` starts at a scale of 65536 and halves it at every skipped
-# update; it doubles it only after ``growth_interval`` (2000) updates in a row
-# without a skip. A run whose gradients cannot stand the initial scale
+# update; it doubles it only after 2000 updates in a row without a skip (the
+# defaults printed at the top). A run whose gradients cannot stand the initial scale
 # therefore loses its first updates, one per halving, until the scale fits.
 # ``largest_finite_scale`` finds, for the page's first window, the largest
 # power of two at which its ``float16`` backward pass still gives finite
@@ -324,11 +328,13 @@ for init_scale in (2.0**16, 2.0**24):
 
 # %%
 # Each skipped update is a window of data whose gradients were computed and
-# thrown away. The runs skip as many updates as it takes to halve their initial
-# scale below the largest scale the gradients stand (compare the figures
-# printed above); at the default scale that can be none for a small model like
-# this one, whose gradients are small. After that first phase, a skip is rare:
-# the scale grows again only every 2000 updates.
+# thrown away. A run skips as many updates as it takes to halve its initial
+# scale below the largest scale its gradients stand (compare the figures
+# printed above; a later window can need a lower scale than the first). At the
+# default scale that can be none for a small model like this one, whose
+# gradients are small. After that, the scale doubles only after 2000 updates
+# without a skip, so the skips it causes itself are rare; a loss spike, as
+# above, can still cost a window at any time.
 #
 # Underflow: why ``float16`` needs the scale
 # ------------------------------------------
@@ -337,9 +343,9 @@ for init_scale in (2.0**16, 2.0**24):
 # in ``float16`` in the backward pass are the gradients of the activations,
 # such as the logits' gradient: each token's softmax probabilities minus its
 # target, divided by the window's tokens. ``float16`` represents numbers down
-# to about 6e-8, with full precision only from 2**-14 (about 6.1e-5) on; below
-# that a number keeps fewer significant bits, and under the smallest one it
-# rounds to zero. ``logit_gradient_underflow`` measures, over the real tokens
+# to about 6e-8, with full precision only from 2**-14 (about 6.1e-5) on (printed
+# below); under 2**-14 a number keeps fewer significant bits, and one smaller
+# than half of the smallest rounds to zero. ``logit_gradient_underflow`` measures, over the real tokens
 # of the first window, how many elements of the logits' gradient are zero and
 # how many are below 2**-14, without the scale and with the scaler's 65536,
 # for the initial weights and for those trained over three epochs above.
@@ -365,6 +371,10 @@ def logit_gradient_underflow(model, window, scale, autocast=True):
     return zero / total, small / total
 
 
+float16 = torch.finfo(torch.float16)
+print(f"float16: full precision from {float16.smallest_normal:.1e} = 2**{math.log2(float16.smallest_normal):.0f} on, "
+      f"smallest number {float16.smallest_normal * float16.eps:.1e} = "
+      f"2**{math.log2(float16.smallest_normal * float16.eps):.0f}")
 for weights, model in [("initial weights", fresh_model()), ("trained weights", trained_model)]:
     zero, _ = logit_gradient_underflow(model, windows[0], 1.0, autocast=False)
     print(f"{weights}, float32: {zero:.2%} of the logits' gradient zero")
@@ -377,8 +387,8 @@ for weights, model in [("initial weights", fresh_model()), ("trained weights", t
 # elements of the logits' gradient lie below 2**-14, where they lose
 # significant bits, and once the model has learned, its confident predictions
 # make the gradient of the unlikely tokens so small that a share of it rounds
-# to zero: those tokens stop pushing their logits down. Multiplied by 65536,
-# the same gradient is in ``float16``'s full-precision range, with nothing lost;
+# to zero: those logits are no longer pushed down. Multiplied by 65536, the
+# same gradient is in ``float16``'s full-precision range, none of it zero;
 # ``unscale_`` divides by the scale only once the gradient is in ``float32``
 # ``.grad``. (The second figure of each line counts the scaled values, which is
 # what ``float16`` has to hold.)
@@ -387,11 +397,12 @@ for weights, model in [("initial weights", fresh_model()), ("trained weights", t
 # ---------------------------------
 #
 # ``bfloat16`` has the exponent range of ``float32``, so it needs no scale, but
-# only 8 significant bits: adding two numbers rounds the sum to about 3
-# decimal digits. A model whose parameters are ``bfloat16`` has ``bfloat16``
-# ``.grad``, and accumulation adds every micro-batch's gradient to it, one
-# rounding each time. Training libraries offer to keep a ``float32`` buffer
-# instead (DeepSpeed's ``grad_accum_dtype``, Megatron-LM's ``main_grad``).
+# far fewer significant bits: next to 1, two ``bfloat16`` numbers are 2**-7
+# apart, two ``float32`` numbers 2**-23 (printed below). A model whose
+# parameters are ``bfloat16`` has ``bfloat16`` ``.grad``, and accumulation adds
+# every micro-batch's gradient to it, with one rounding each time. Training
+# libraries offer to keep a ``float32`` buffer instead (DeepSpeed's
+# ``data_types.grad_accum_dtype`` setting, for one).
 #
 # The measurement: a ``bfloat16`` copy of the model, micro-batches of one
 # sequence, and for each ``k`` the first ``k`` of them, each loss divided by
@@ -402,8 +413,9 @@ for weights, model in [("initial weights", fresh_model()), ("trained weights", t
 #   the buffer and set to ``None``;
 # * in a ``float64`` buffer the same way, the reference.
 #
-# Each micro-batch's gradient is the same ``bfloat16`` tensor in all three:
-# autograd computes it first, then adds it to ``.grad``. Only the sums differ.
+# Autograd computes each micro-batch's gradient in ``bfloat16`` before adding
+# it to ``.grad``, so the three add up the same gradients; only the additions
+# differ.
 
 ONE_SEQUENCE_MICRO_BATCHES = [[s] for s in sequences]
 K_VALUES = [1, 2, 4, 8, 16, 32, 64, 128]
@@ -441,6 +453,8 @@ def flat(tensors):
     return torch.cat([t.flatten().double() for t in tensors])
 
 
+for dtype in (torch.bfloat16, torch.float32):
+    print(f"{dtype}: eps (spacing next to 1) 2**{math.log2(torch.finfo(dtype).eps):.0f} = {torch.finfo(dtype).eps:.1e}")
 bfloat16_model = make_bfloat16_model()
 errors = {"bfloat16 .grad": [], "float32 buffer": []}
 for k in K_VALUES:
@@ -457,10 +471,10 @@ for k in K_VALUES:
 # With ``k = 1`` nothing is added and all three agree. From ``k = 2`` on, the
 # ``bfloat16`` sum is off, and its error grows with ``k``: each addition
 # rounds, and the later micro-batches are added to a sum that is already large
-# next to them, so more of their share is rounded away. The ``float32`` buffer
-# has 16 more bits: its error, where it is not exactly zero, stays at the level
-# of ``float32`` rounding at every ``k``. (A point missing from the plot is an
-# error of exactly zero.)
+# next to them, so more of their share is rounded away. The error of the
+# ``float32`` buffer, where it is not exactly zero, grows too but stays below
+# ``float32``'s eps at every ``k``, orders of magnitude under that of
+# ``bfloat16``. (A point missing from the plot is an error of exactly zero.)
 
 fig, ax = plt.subplots(figsize=(8, 4))
 for name, marker in [("bfloat16 .grad", "o-"), ("float32 buffer", "s--")]:
@@ -522,15 +536,13 @@ print(f"float32 buffer and float64 buffer, same loss at every update: "
       f"{training['float32 buffer'] == training['float64 buffer']}")
 
 # %%
-# The curves start together and stay close: an error of the size measured
-# above at ``k = 32`` is small next to the noise of a 32-sequence gradient, and
-# AdamW normalises the step anyway. The final losses printed above tell how
-# far apart the runs end. The error is systematic, though, and it grows with
-# ``k``, with the number of ranks whose gradients are summed in ``bfloat16``,
-# and with the length of the run; a short run on a small model can only show
-# the start of it. The ``float32`` buffer makes the sum as good as the
-# ``float64`` reference at this ``k``: the last line says whether their runs
-# matched at every update.
+# The three curves are hard to tell apart, and the final losses printed above
+# show how close the runs end: in a run this short, a gradient error of the
+# size measured above at ``k = 32`` hardly moves AdamW's steps, which
+# normalise the gradient anyway. What a short run on a small model cannot show
+# is what the error costs over a long run, or at a larger ``k``, where it is
+# larger. The ``float32`` buffer makes the sum as good as the ``float64``
+# reference: the last line says whether their runs matched at every update.
 
 fig, ax = plt.subplots(figsize=(8, 4))
 for (name, losses), style in zip(training.items(), ["-", "--", ":"]):
@@ -543,15 +555,15 @@ fig.tight_layout()
 plt.show()
 
 # %%
-# What the buffer costs is memory: one ``float32`` number per parameter, twice
-# the ``bfloat16`` ``.grad`` it replaces while the window runs (``.grad`` still
-# holds one micro-batch's gradient at a time).
+# What the buffer costs is memory: the bytes of the buffers and of ``.grad``
+# from the last sum above, measured. ``.grad`` still holds one micro-batch's
+# gradient at a time next to the buffer, so the buffer comes on top of it.
 
-parameter_bytes = sum(p.numel() * p.element_size() for p in bfloat16_model.parameters())
-buffer_bytes = sum(p.numel() * 4 for p in bfloat16_model.parameters())
-print(f"{sum(p.numel() for p in bfloat16_model.parameters())} parameters: bfloat16 parameters and .grad "
-      f"{parameter_bytes} bytes each, float32 buffer {buffer_bytes} bytes "
-      f"({buffer_bytes / parameter_bytes:.0f} x .grad)")
+parameter_count = sum(p.numel() for p in bfloat16_model.parameters())
+grad_bytes = sum(g.nbytes for g in in_grad)
+buffer_bytes = sum(b.nbytes for b in in_buffers[torch.float32])
+print(f"{parameter_count} parameters: bfloat16 .grad {grad_bytes} bytes, float32 buffer {buffer_bytes} bytes "
+      f"({buffer_bytes / parameter_count:.0f} bytes per parameter, {buffer_bytes / grad_bytes:.0f} x .grad)")
 
 # %%
 # What to do
@@ -561,14 +573,15 @@ print(f"{sum(p.numel() for p in bfloat16_model.parameters())} parameters: bfloat
 #   ``update()`` with its value before, and step the scheduler, or count the
 #   step, only when it did not drop. It costs one comparison per update; on a
 #   GPU, reading the scale waits for the GPU, which ``scaler.step`` already
-#   does at every update to decide whether to step. Do not silence the warning
-#   ``Detected call of `lr_scheduler.step()` before `optimizer.step()``` in the
-#   right loop: there it means the first update was skipped.
+#   does at every update to decide whether to step. Do not silence PyTorch's
+#   warning that ``lr_scheduler.step()`` came before ``optimizer.step()`` in a
+#   loop that calls them in the right order: there it means that the first
+#   update was skipped.
 # * Expect the first updates of a run to be skipped until the scale fits the
 #   gradients, one per halving, and a window to be thrown away whenever one of
 #   its micro-batches overflows.
 # * With ``bfloat16`` parameters, sum the micro-batch gradients in a
-#   ``float32`` buffer: its error stays at ``float32`` rounding whatever ``k``,
+#   ``float32`` buffer: its error stays below ``float32``'s eps whatever ``k``,
 #   for 4 bytes per parameter, twice the ``bfloat16`` gradient. Or keep the
 #   parameters in ``float32`` and use autocast, as
 #   :ref:`accumulation_in_practice` does, where ``.grad`` is ``float32``
