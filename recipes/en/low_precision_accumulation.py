@@ -253,8 +253,9 @@ describe_spikes("skip on a later update", later_update_run)
 #
 # ``update()`` multiplies the scale by its backoff factor, 0.5, after a skip,
 # and otherwise leaves it or raises it, so a scale lower after ``update()`` than
-# before means the update was skipped (with one optimizer per scaler, as here). ``train(..., detect_skips=True)`` then
-# leaves the scheduler where it is:
+# before means the update was skipped (with one optimizer per scaler, as
+# here). ``train(..., detect_skips=True)`` then leaves the scheduler where it
+# is:
 #
 # .. code-block:: python
 #
@@ -268,10 +269,9 @@ describe_spikes("skip on a later update", later_update_run)
 # compares the learning rates of the updates the optimizer took with the
 # schedule's first values.
 
-both_spikes = {}
 for name, detect_skips in [("scheduler.step() every update", False),
                            ("scheduler.step() only after a real step", True)]:
-    both_spikes[name] = run = train(fresh_model(), windows[:6], spiking_updates=(1, 4), detect_skips=detect_skips)
+    run = train(fresh_model(), windows[:6], spiking_updates=(1, 4), detect_skips=detect_skips)
     rates = run["learning rates of the steps taken"]
     intended = [PEAK_LR * warmup_then_decay(step) for step in range(len(rates))]
     print(f"{name}: skipped updates {run['skipped updates']}, {len(rates)} steps taken")
@@ -293,8 +293,9 @@ for name, detect_skips in [("scheduler.step() every update", False),
 #
 # ``GradScaler`` starts at a scale of 65536 and halves it at every skipped
 # update; it doubles it only after 2000 updates in a row without a skip (the
-# defaults printed at the top). A run whose gradients cannot stand the initial scale
-# therefore loses its first updates, one per halving, until the scale fits.
+# defaults printed at the top). A run whose gradients cannot stand the initial
+# scale therefore loses its first updates, one per halving, until the scale
+# fits.
 # ``largest_finite_scale`` finds, for the page's first window, the largest
 # power of two at which its ``float16`` backward pass still gives finite
 # gradients; the two runs below count the skipped updates in three epochs,
@@ -317,7 +318,8 @@ def largest_finite_scale(model, window):
     return 2.0**40
 
 
-print(f"largest scale with finite gradients on the first window: 2**{math.log2(largest_finite_scale(fresh_model(), windows[0])):.0f}")
+largest_scale = largest_finite_scale(fresh_model(), windows[0])
+print(f"largest scale with finite gradients on the first window: 2**{math.log2(largest_scale):.0f}")
 three_epochs = windows * 3
 trained_model = fresh_model()
 for init_scale in (2.0**16, 2.0**24):
@@ -345,10 +347,11 @@ for init_scale in (2.0**16, 2.0**24):
 # target, divided by the window's tokens. ``float16`` represents numbers down
 # to about 6e-8, with full precision only from 2**-14 (about 6.1e-5) on (printed
 # below); under 2**-14 a number keeps fewer significant bits, and one smaller
-# than half of the smallest rounds to zero. ``logit_gradient_underflow`` measures, over the real tokens
-# of the first window, how many elements of the logits' gradient are zero and
-# how many are below 2**-14, without the scale and with the scaler's 65536,
-# for the initial weights and for those trained over three epochs above.
+# than half of the smallest rounds to zero. ``logit_gradient_underflow``
+# measures, over the real tokens of the first window, how many elements of the
+# logits' gradient are zero and how many are below 2**-14, without the scale
+# and with the scaler's 65536, for the initial weights and for those trained
+# over three epochs above.
 
 
 def logit_gradient_underflow(model, window, scale, autocast=True):
@@ -577,11 +580,11 @@ print(f"{parameter_count} parameters: bfloat16 .grad {grad_bytes} bytes, float32
 #   warning that ``lr_scheduler.step()`` came before ``optimizer.step()`` in a
 #   loop that calls them in the right order: there it means that the first
 #   update was skipped.
-# * Expect the first updates of a run to be skipped until the scale fits the
-#   gradients, one per halving, and a window to be thrown away whenever one of
-#   its micro-batches overflows.
+# * Expect a run whose gradients cannot stand the initial scale to skip its
+#   first updates, one per halving, and any run to throw a window away
+#   whenever one of its micro-batches overflows.
 # * With ``bfloat16`` parameters, sum the micro-batch gradients in a
-#   ``float32`` buffer: its error stays below ``float32``'s eps whatever ``k``,
+#   ``float32`` buffer: its error stayed below ``float32``'s eps at every ``k``,
 #   for 4 bytes per parameter, twice the ``bfloat16`` gradient. Or keep the
 #   parameters in ``float32`` and use autocast, as
 #   :ref:`accumulation_in_practice` does, where ``.grad`` is ``float32``
