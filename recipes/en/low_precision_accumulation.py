@@ -480,8 +480,8 @@ for k in K_VALUES:
 # ``bfloat16``. (A point missing from the plot is an error of exactly zero.)
 
 fig, ax = plt.subplots(figsize=(8, 4))
-for name, marker in [("bfloat16 .grad", "o-"), ("float32 buffer", "s--")]:
-    ax.plot(K_VALUES, errors[name], marker, label=f"{name}")
+ax.plot(K_VALUES, errors["bfloat16 .grad"], "o-", label="summed in bfloat16 .grad")
+ax.plot(K_VALUES, errors["float32 buffer"], "s--", label="summed in a float32 buffer")
 ax.set_xscale("log", base=2)
 ax.set_yscale("log", nonpositive="mask")
 ax.set_xlabel("k (micro-batches summed)")
@@ -548,8 +548,10 @@ print(f"float32 buffer and float64 buffer, same loss at every update: "
 # reference: the last line says whether their runs matched at every update.
 
 fig, ax = plt.subplots(figsize=(8, 4))
-for (name, losses), style in zip(training.items(), ["-", "--", ":"]):
-    ax.plot(range(1, TRAINING_UPDATES + 1), losses, style, linewidth=2, label=name)
+updates = range(1, TRAINING_UPDATES + 1)
+ax.plot(updates, training["bfloat16 .grad"], "-", linewidth=2, label="summed in bfloat16 .grad")
+ax.plot(updates, training["float32 buffer"], "--", linewidth=2, label="summed in a float32 buffer")
+ax.plot(updates, training["float64 buffer"], ":", linewidth=2, label="summed in a float64 buffer")
 ax.set_xlabel("update (optimizer step)")
 ax.set_ylabel("mean cross-entropy per token")
 ax.set_title(f"bfloat16 parameters, k = {TRAINING_K}: where the gradients are summed")
