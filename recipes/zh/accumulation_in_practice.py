@@ -686,5 +686,5 @@ plt.show()
 # sphinx_gallery_thumbnail_number = 1
 
 # sphinx_gallery_start_ignore
-# Translates recipes/en/accumulation_in_practice.py, English text 54b4deebe65d61df (make translation-status)
+# Translates recipes/en/accumulation_in_practice.py, English text 8819ed87b8f24f3b (make translation-status)
 # sphinx_gallery_end_ignore
