@@ -284,13 +284,13 @@ for name, detect_skips in [("scheduler.step() every update", False),
 # 承受不了初始的缩放因子，它就会丢掉开头的若干次更新，每减半一次丢一次，直到缩放
 # 因子合适为止。``largest_finite_scale`` 针对本页的第一个窗口，找出使其
 # ``float16`` 反向传播仍得到有限梯度的最大的 2 的幂；下面两次运行分别从默认的
-# 初始缩放因子和一个更大的值出发，统计三轮中被跳过的更新。
+# 初始缩放因子和一个更大的值出发，统计两轮中被跳过的更新。
 
 
 def largest_finite_scale(model, window):
-    """使窗口缩放后的梯度全部有限的最大的 2 的幂，最多到 2**40。"""
+    """在 2**10 到 2**40 之间，使窗口缩放后的梯度全部有限的最大的 2 的幂。"""
     window_tokens = real_tokens([s for micro_batch in window for s in micro_batch])
-    for exponent in range(41):
+    for exponent in range(10, 41):
         model.zero_grad()
         for micro_batch in window:
             with torch.autocast(device_type=device.type, dtype=amp_dtype):
@@ -305,13 +305,13 @@ def largest_finite_scale(model, window):
 
 largest_scale = largest_finite_scale(fresh_model(), windows[0])
 print(f"largest scale with finite gradients on the first window: 2**{math.log2(largest_scale):.0f}")
-three_epochs = windows * 3
+two_epochs = windows * 2
 trained_model = fresh_model()
 for init_scale in (2.0**16, 2.0**24):
     model = trained_model if init_scale == 2.0**16 else fresh_model()
-    run = train(model, three_epochs, detect_skips=True, init_scale=init_scale)
+    run = train(model, two_epochs, detect_skips=True, init_scale=init_scale)
     print(f"initial scale 2**{math.log2(init_scale):.0f}: skipped updates {run['skipped updates']} "
-          f"of {len(three_epochs)}")
+          f"of {len(two_epochs)}")
 
 # %%
 # 每一次被跳过的更新，都是一个窗口的数据：梯度算出来了，又被丢掉。一次训练要跳过
@@ -330,7 +330,7 @@ for init_scale in (2.0**16, 2.0**24):
 # 2**-14（约 6.1e-5）起才有完整的精度（数值打印在下面）；小于 2**-14 的数有效位会
 # 变少，小于最小值一半的数则舍入为零。``logit_gradient_underflow`` 在第一个窗口的
 # 真实词元上统计 logits 的梯度中有多少元素为零、多少小于 2**-14，分别在不缩放和
-# 用缩放器的 65536 缩放时，对初始权重和上面训练了三轮的权重各测一次。
+# 用缩放器的 65536 缩放时，对初始权重和上面训练了两轮的权重各测一次。
 
 
 def logit_gradient_underflow(model, window, scale, autocast=True):
