@@ -560,5 +560,5 @@ print(f"{parameter_count} parameters: bfloat16 .grad {grad_bytes} bytes, float32
 # sphinx_gallery_thumbnail_number = 1
 
 # sphinx_gallery_start_ignore
-# Translates recipes/en/low_precision_accumulation.py, English text f36e89cd2f39dc3f (make translation-status)
+# Translates recipes/en/low_precision_accumulation.py, English text fff4d785396c4652 (make translation-status)
 # sphinx_gallery_end_ignore
