@@ -421,7 +421,7 @@ for weights, model in [("initial weights", fresh_model()), ("trained weights", t
 # differ.
 
 ONE_SEQUENCE_MICRO_BATCHES = [[s] for s in sequences]
-K_VALUES = [1, 2, 4, 8, 16, 32, 64, 128]
+K_VALUES = [1, 2, 4, 8, 16, 32, 64]
 
 
 def make_bfloat16_model():
@@ -493,15 +493,15 @@ plt.show()
 
 # %%
 # Does it show in training? Three short runs from the same ``bfloat16``
-# weights, with AdamW and ``k = 32`` micro-batches of one sequence per update,
+# weights, with AdamW and ``k = 16`` micro-batches of one sequence per update,
 # differ only in where the ``k`` gradients are summed; the ``float32`` and
 # ``float64`` sums are rounded to ``bfloat16`` once, before the step, because
 # the optimizer updates ``bfloat16`` parameters. Each run records the mean loss
 # of every window; at the end, the loss over all 240 sequences is measured in
 # ``float32``.
 
-TRAINING_K = 32
-TRAINING_UPDATES = 4 if SMOKE_TEST else 15
+TRAINING_K = 16
+TRAINING_UPDATES = 4 if SMOKE_TEST else 20
 
 
 def train_bfloat16(sum_in):
@@ -541,7 +541,7 @@ print(f"float32 buffer and float64 buffer, same loss at every update: "
 # %%
 # The three curves are hard to tell apart, and the final losses printed above
 # show how close the runs end: in a run this short, a gradient error of the
-# size measured above at ``k = 32`` hardly moves AdamW's steps, which
+# size measured above at ``k = 16`` hardly moves AdamW's steps, which
 # normalise the gradient anyway. What a short run on a small model cannot show
 # is what the error costs over a long run, or at a larger ``k``, where it is
 # larger. The ``float32`` buffer makes the sum as good as the ``float64``

@@ -394,7 +394,7 @@ for weights, model in [("initial weights", fresh_model()), ("trained weights", t
 # 三种方式加的是同样的梯度，不同的只是加法本身。
 
 ONE_SEQUENCE_MICRO_BATCHES = [[s] for s in sequences]
-K_VALUES = [1, 2, 4, 8, 16, 32, 64, 128]
+K_VALUES = [1, 2, 4, 8, 16, 32, 64]
 
 
 def make_bfloat16_model():
@@ -464,13 +464,13 @@ plt.show()
 
 # %%
 # 这在训练中看得出来吗？从同样的 ``bfloat16`` 权重出发做三次短训练，都用
-# AdamW，每次更新 ``k = 32`` 个单序列微批量，区别只在于这 ``k`` 个梯度在哪里
+# AdamW，每次更新 ``k = 16`` 个单序列微批量，区别只在于这 ``k`` 个梯度在哪里
 # 求和；``float32`` 和 ``float64`` 的和在更新步之前舍入为 ``bfloat16`` 一次，
 # 因为优化器更新的是 ``bfloat16`` 参数。每次运行记录每个窗口的平均损失；最后在
 # ``float32`` 中测量全部 240 条序列上的损失。
 
-TRAINING_K = 32
-TRAINING_UPDATES = 4 if SMOKE_TEST else 15
+TRAINING_K = 16
+TRAINING_UPDATES = 4 if SMOKE_TEST else 20
 
 
 def train_bfloat16(sum_in):
@@ -509,7 +509,7 @@ print(f"float32 buffer and float64 buffer, same loss at every update: "
 
 # %%
 # 三条曲线几乎分不出来，上面打印的最终损失表明三次运行的结果有多接近：在这么短
-# 的训练里，``k = 32`` 时上面测得的那种大小的梯度误差，几乎不影响 AdamW 的更新
+# 的训练里，``k = 16`` 时上面测得的那种大小的梯度误差，几乎不影响 AdamW 的更新
 # 步，何况 AdamW 本来就会对梯度做归一化。小模型上的短训练显示不了的，是这个误差
 # 在长时间训练中、或在更大的 ``k`` 下（误差更大）会造成什么代价。``float32``
 # 缓冲区让求和与 ``float64`` 参考值一样好：最后一行说明两者的运行是否在每次更新
