@@ -138,3 +138,14 @@ def test_draws_two_figures_with_every_glyph(recipe_run, lang):
     run = recipe_run(NAME, lang)
     assert len(run.figures) == 2
     assert "missing from font" not in run.stderr, run.stderr
+
+
+@pytest.mark.parametrize("lang", LANGUAGES)
+def test_the_bfloat16_run_stays_closer_than_the_loss_moves(recipe_run, lang):
+    match = re.search(r"^largest loss difference from the float64 buffer's run: bfloat16 \.grad (\S+), "
+                      r"float32 buffer (\S+); largest change of the loss from one update to the next: (\S+)$",
+                      stdout_of(recipe_run, lang), re.M)
+    assert match, stdout_of(recipe_run, lang)
+    bfloat16, float32, change = map(float, match.groups())
+    assert change > 0
+    assert bfloat16 < change / 10 and float32 < change / 10
