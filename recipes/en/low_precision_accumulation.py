@@ -236,8 +236,9 @@ later_update_run = train(fresh_model(), windows[:6], spiking_updates=(4,))
 describe_spikes("skip on a later update", later_update_run)
 
 # %%
-# In both runs the spiked window changed no parameter, not one bit: the inf of
-# one micro-batch is in the summed gradient, so ``scaler.step`` did not call
+# In both runs the spiked window changed no parameter, not one bit: the
+# overflow of one micro-batch (inf, or nan where infs meet) is in the summed
+# gradient, so ``scaler.step`` did not call
 # ``optimizer.step()`` at all, and the other three micro-batches' gradients
 # went with it. ``update()`` halved the scale, and AdamW's step count stayed
 # where it was. The scheduler, stepped after every update, counted one more
@@ -295,11 +296,10 @@ for name, detect_skips in [("scheduler.step() every update", False),
 # update; it doubles it only after 2000 updates in a row without a skip (the
 # defaults printed at the top). A run whose gradients cannot stand the initial
 # scale therefore loses its first updates, one per halving, until the scale
-# fits.
-# ``largest_finite_scale`` finds, for the page's first window, the largest
-# power of two at which its ``float16`` backward pass still gives finite
-# gradients; the two runs below count the skipped updates in two epochs,
-# from the default initial scale and from a larger one.
+# fits. ``largest_finite_scale`` finds, for the page's first window, the
+# largest power of two at which its ``float16`` backward pass still gives
+# finite gradients; the two runs below count the skipped updates in two
+# epochs, from the default initial scale and from a larger one.
 
 
 def largest_finite_scale(model, window):
@@ -344,7 +344,7 @@ for init_scale in (2.0**16, 2.0**24):
 # The parameters and their ``.grad`` stay ``float32`` under autocast; what runs
 # in ``float16`` in the backward pass are the gradients of the activations,
 # such as the logits' gradient: each token's softmax probabilities minus its
-# target, divided by the window's tokens. ``float16`` represents numbers down
+# one-hot target, divided by the window's tokens. ``float16`` represents numbers down
 # to about 6e-8, with full precision only from 2**-14 (about 6.1e-5) on (printed
 # below); under 2**-14 a number keeps fewer significant bits, and one smaller
 # than half of the smallest rounds to zero. ``logit_gradient_underflow``
@@ -475,7 +475,7 @@ for k in K_VALUES:
 # ``bfloat16`` sum is off, and its error grows with ``k``: each addition
 # rounds, and the later micro-batches are added to a sum that is already large
 # next to them, so more of their share is rounded away. The error of the
-# ``float32`` buffer, where it is not exactly zero, grows too but stays below
+# ``float32`` buffer is not always exactly zero, but it stays below
 # ``float32``'s eps at every ``k``, orders of magnitude under that of
 # ``bfloat16``. (A point missing from the plot is an error of exactly zero.)
 
@@ -549,11 +549,10 @@ print(f"largest loss difference from the float64 buffer's run: "
 # the ``bfloat16`` run moves away from it after a few updates, by far less
 # than the loss itself changes from one window to the next (the last line
 # printed above compares the two), and the final losses show how close the
-# runs end. In a run this
-# short, a gradient error of the size measured above at ``k = 16`` hardly
-# changes AdamW's steps, which normalise the gradient anyway. What a short run
-# on a small model cannot show is what the error costs over a long run, or at
-# a larger ``k``, where it is larger. The ``float32`` buffer makes the sum as
+# runs end. In a run this short, a gradient error of the size measured above
+# at ``k = 16`` hardly changes AdamW's steps, which normalise the gradient
+# anyway. What a short run on a small model cannot show is what the error
+# costs over a long run, or at a larger ``k``, where it is larger. The ``float32`` buffer makes the sum as
 # good as the ``float64`` reference: a line above says whether their runs
 # matched at every update.
 
