@@ -552,9 +552,9 @@ print(f"largest loss difference from the float64 buffer's run: "
 # runs end. In a run this short, a gradient error of the size measured above
 # at ``k = 16`` hardly changes AdamW's steps, which normalise the gradient
 # anyway. What a short run on a small model cannot show is what the error
-# costs over a long run, or at a larger ``k``, where it is larger. The ``float32`` buffer makes the sum as
-# good as the ``float64`` reference: a line above says whether their runs
-# matched at every update.
+# costs over a long run, or at a larger ``k``, where it is larger. The
+# ``float32`` buffer makes the sum as good as the ``float64`` reference: a
+# line above says whether their runs matched at every update.
 
 fig, (curves, differences) = plt.subplots(1, 2, figsize=(11, 4))
 updates = range(1, TRAINING_UPDATES + 1)
