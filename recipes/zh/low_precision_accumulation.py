@@ -578,5 +578,5 @@ print(f"{parameter_count} parameters: bfloat16 .grad {grad_bytes} bytes, float32
 # sphinx_gallery_thumbnail_number = 1
 
 # sphinx_gallery_start_ignore
-# Translates recipes/en/low_precision_accumulation.py, English text 1f0516acc5c4a012 (make translation-status)
+# Translates recipes/en/low_precision_accumulation.py, English text a47f277214f0bed9 (make translation-status)
 # sphinx_gallery_end_ignore
