@@ -247,7 +247,12 @@ describe_spikes("skip on a later update", later_update_run)
 #
 # Only the first run got a warning. ``LRScheduler.step`` checks the order of
 # the calls only on its first call, when ``optimizer.step()`` has never run;
-# a skip later in a run moves the schedule without a word.
+# a skip later in a run moves the schedule without a word. Readers who meet
+# the warning in a loop that calls ``scaler.step`` before ``scheduler.step``
+# ask in `PyTorch's issue tracker
+# <https://github.com/pytorch/pytorch/issues/44511>`_ why it appears, and the
+# scaler has no flag that says whether it stepped (`one was requested
+# <https://github.com/pytorch/pytorch/issues/67590>`_); the scale itself tells.
 #
 # Detecting a skipped update
 # --------------------------
