@@ -240,9 +240,9 @@ describe_spikes("skip on a later update", later_update_run)
 # 看 ``optimizer.step()`` 是否还从未运行过；训练中途的一次跳过会悄无声息地让学习率
 # 调度错位。有读者在先调用 ``scaler.step``、后调用 ``scheduler.step`` 的循环里
 # 遇到这个警告，在 `PyTorch 的问题跟踪系统 <https://github.com/pytorch/pytorch/issues/44511>`_
-# 里询问它为什么出现；缩放器也没有一个标志能说明它是否执行了更新步（`有人提出过
-# 这个需求 <https://github.com/pytorch/pytorch/issues/67590>`_）。能说明这一点的
-# 是缩放因子本身。
+# 里询问它为什么出现；缩放器也没有一个标志能说明它是否执行了更新步
+# （`有人提出过这个需求 <https://github.com/pytorch/pytorch/issues/67590>`_）。
+# 能说明这一点的是缩放因子本身。
 #
 # 发现被跳过的更新
 # ----------------
