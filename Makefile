@@ -11,6 +11,10 @@ CIFAR10     ?= $(firstword $(wildcard ../shared/data/cifar10-images.tar.gz))
 RECIPE      ?=
 SPHINXOPTS  ?=
 PORT        ?= 8000
+# One recipe for `make test-recipe`, `make run-en` and `make run-zh` (its file name without .py).
+NAME        ?=
+# `make run-en|run-zh NAME=x SMOKE=0` runs the recipe in full, on the build's data.
+SMOKE       ?= 1
 # The browser checks drive Debian's Chromium, never a browser downloaded for them.
 export CHROMIUM ?= /usr/bin/chromium
 
@@ -37,18 +41,21 @@ else
 export CIFAR10_ROOT := $(abspath _build/data/download)
 endif
 
-.PHONY: help html html-en html-zh html-noplot serve data venv chromium test test-smoke test-browser \
-        linkcheck-external benchmark translation-status translation-record clean
+.PHONY: help html html-en html-zh html-noplot html-smoke serve data venv chromium test test-smoke test-browser \
+        test-recipe run run-en run-zh linkcheck-external benchmark translation-status translation-record clean
 
 help:
 	@echo "make html            build both languages, executing every recipe (creates the venv, gets the data)"
 	@echo "make html-en|html-zh build one language"
 	@echo "make html RECIPE=x   execute only the recipes whose file name matches x"
 	@echo "make html-noplot     build without executing any recipe (fast, no outputs)"
+	@echo "make html-smoke      build the smoke-mode site alone into _build/smoke (what the site tests check)"
 	@echo "make serve           serve _build/html on http://127.0.0.1:$(PORT)/"
 	@echo "make test            run the test suite (smoke mode: seconds, no data needed)"
 	@echo "make test-smoke      only the recipes in smoke mode and the translation checks"
 	@echo "make test-browser    only the checks that drive a headless browser"
+	@echo "make test-recipe NAME=x    the smoke tests and translation checks of recipe x alone"
+	@echo "make run-en NAME=x, run-zh run recipe x in smoke mode with the site's fonts (SMOKE=0: in full)"
 	@echo "make translation-status         which Chinese pages translate the current English"
 	@echo "make translation-record PAGE=x  record that the Chinese page x is up to date again"
 	@echo "make benchmark       time the build and the training against the classic recipe"
@@ -130,6 +137,11 @@ html-noplot:
 	$(MAKE) --no-print-directory html BUILDDIR=_build/noplot CIFAR10= \
 	  SPHINXOPTS="-D plot_gallery=0 $(SPHINXOPTS)"
 
+# The smoke-mode site the site tests check (tests/conftest.py builds it with this
+# target), alone: seconds per recipe, no data, no network.
+html-smoke:
+	ZERO_GRAD_SMOKE=1 $(MAKE) --no-print-directory html BUILDDIR=_build/smoke CIFAR10=
+
 serve:
 	$(BIN)/python -m http.server --bind 127.0.0.1 --directory $(BUILDDIR)/html $(PORT)
 
@@ -143,6 +155,33 @@ test: venv chromium
 
 test-smoke: venv
 	$(BIN)/python -m pytest tests -m "not site"
+
+# One recipe's tests: its tests/test_NAME.py in both languages (smoke mode), its
+# translation and glossary checks, and the repository layout checks. -k matches
+# NAME as a substring of the test ids.
+test-recipe: venv
+	@$(CHECK_NAME)
+	$(BIN)/python -m pytest tests -k "$(NAME) or repo_layout" -m "not site"
+
+# One recipe in one language, as the tests run it (tests/run_recipe.py, through
+# conftest.py's RUNNER): the site's pinned Chinese font, a missing glyph an error,
+# the figures saved to _build/run/<lang>/NAME/figures/. The language is part of
+# the target, not a LANG variable: make reads LANG from the environment (the
+# locale, e.g. C.UTF-8), and LANG=zh on the command line would also become the
+# locale of the recipe's process.
+run-en run-zh: run-%: venv $(if $(filter 0,$(SMOKE)),data)
+	@$(CHECK_NAME)
+	@$(BIN)/python tests/run_recipe.py "$(NAME)" $* $(if $(filter 0,$(SMOKE)),--full)
+
+run:
+	@if [ "$(origin LANG)" = "command line" ]; then \
+	  echo "make run takes no LANG (that is the locale's variable): make run-$(LANG) NAME=$(NAME)" >&2; exit 2; fi
+	@$(CHECK_NAME)
+	$(MAKE) --no-print-directory run-en run-zh NAME=$(NAME) SMOKE=$(SMOKE)
+
+RECIPE_NAMES = $(basename $(notdir $(wildcard recipes/en/*.py)))
+CHECK_NAME = test -n "$(NAME)" -a -f "recipes/en/$(NAME).py" || \
+  { echo "usage: make $@ NAME=recipe, one of: $(RECIPE_NAMES)" >&2; exit 2; }
 
 test-browser: venv chromium
 	@$(BIN)/python -m pytest tests -m browser; status=$$?; $(NO_BROWSER_NOTE); exit $$status

@@ -6,23 +6,13 @@ Makefile builds a copy of ``docs/en`` with ``-t lang_en`` into
 ``_build/html/zh``; English is the default.
 """
 
-import datetime
-import platform
-import re
 import sys
-import time
 from pathlib import Path
 
-from docutils import nodes
-from sphinx.search.zh import SearchChinese
-from sphinx.transforms.post_transforms import SphinxPostTransform
-from sphinx.util import logging
-from sphinx_gallery import downloads, gen_rst
-
 ROOT = Path(__file__).resolve().parent
-logger = logging.getLogger(__name__)
+# The build's own transforms and checks: local extensions, one job each.
 sys.path.insert(0, str(ROOT / "docs" / "_ext"))
-import chinese_font  # noqa: E402  (a local module, found through the line above)
+import execution_record  # noqa: E402  (a local module, found through the line above)
 
 LANG = "zh" if tags.has("lang_zh") else "en"  # noqa: F821  (Sphinx injects ``tags``)
 OTHER_LANG = {"en": "zh", "zh": "en"}[LANG]
@@ -45,12 +35,23 @@ RECIPE_ORDER = [
 
 project = {"en": "Zero-grad recipes", "zh": "梯度清零实践"}[LANG]
 author = {"en": "The zero-grad recipes authors", "zh": "梯度清零实践项目组"}[LANG]
-copyright = "2026, " + author
+copyright = {"en": "2026, ", "zh": "2026 "}[LANG] + author  # Chinese drops the comma: © 2026 梯度清零实践项目组
 language = {"en": "en", "zh": "zh_CN"}[LANG]
 locale_dirs = [str(ROOT / "docs" / "locale")]  # fills gaps in the theme's Chinese strings
 root_doc = "index"
 
-extensions = ["sphinx_gallery.gen_gallery"]
+extensions = [
+    "sphinx_gallery.gen_gallery",
+    "gallery_strings_zh",  # Sphinx-Gallery's reader-facing strings, in the Chinese build
+    "execution_record",  # what each recipe page ran on, and the fonts it draws with
+    "card_text",  # plain hover texts on the gallery's cards
+    "chinese_spacing",  # no stray spaces between Chinese characters
+    "chinese_search",  # search that works on Chinese pages
+    "printed_output_check",  # no warning, traceback or build path in printed output
+    "prose_numbers",  # every number in the prose is one the page's run printed
+    "chinese_gallery_text",  # figure alt texts joined with ；, no escaped spaces in notebooks
+    "chinese_search_synonyms",  # Chinese search finds pages under the glossary's 其他说法
+]
 templates_path = [str(ROOT / "docs" / "_templates")]
 html_static_path = [str(ROOT / "docs" / "_static")]
 html_css_files = ["site.css"]
@@ -102,58 +103,6 @@ def recipe_order(path):
     return (len(RECIPE_ORDER), name)
 
 
-def cpu_model():
-    """The processor's marketing name, as /proc/cpuinfo or the platform reports it."""
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.exists():
-        for line in cpuinfo.read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
-
-
-def execution_record():
-    """A reST line saying when, with which versions and on which device a recipe ran."""
-    import torch
-    import torchvision
-
-    device, kind = (torch.cuda.get_device_name(), "GPU") if torch.cuda.is_available() else (cpu_model(), "CPU")
-    device += {"en": f" ({kind})", "zh": f"（{kind}）"}[LANG]
-    facts = dict(date=datetime.date.today().isoformat(), torch=torch.__version__,
-                 torchvision=torchvision.__version__, device=device)
-    line = {
-        "en": "**Executed on** {date} with torch {torch} and torchvision {torchvision}, on {device}.",
-        "zh": "**运行于** {date}，使用 torch {torch} 和 torchvision {torchvision}，设备：{device}。",
-    }[LANG].format(**facts)
-    return f"\n.. rst-class:: sphx-glr-executed-on\n\n   {line}\n\n"
-
-
-RECIPE_STARTED = {}
-
-
-def prepare_recipe_run(gallery_conf, fname, when):
-    """Run by Sphinx-Gallery before and after it executes each recipe.
-
-    Before: after Sphinx-Gallery's own matplotlib reset (the entry before this
-    one in ``reset_modules``), draw Chinese with the pinned font and make a
-    missing glyph an error; stamp the page with where it runs; tell the
-    terminal which recipe is running. After: how long it took.
-    """
-    if fname is None:
-        return
-    name = f"{LANG}/{Path(fname).name}"
-    if when == "before":
-        chinese_font.use_fonts_of(LANG)
-        # The page's footer is written right after this run (and kept as long as
-        # the recipe is unchanged), so the record describes this very run.
-        gen_rst.TIMING_CONTENT = TIMING_CONTENT + execution_record().replace("{", "{{").replace("}", "}}")
-        RECIPE_STARTED[name] = time.perf_counter()
-        print(f"[{name}] executing", file=sys.stderr, flush=True)
-    else:
-        seconds = time.perf_counter() - RECIPE_STARTED.pop(name)
-        print(f"[{name}] done in {seconds:.1f} s", file=sys.stderr, flush=True)
-
-
 FIRST_NOTEBOOK_CELL = {
     "en": (
         "# Running in Colab or a fresh Jupyter kernel? Install the requirements first:\n"
@@ -188,7 +137,7 @@ sphinx_gallery_conf = {
     "gallery_dirs": ".",
     "filename_pattern": r"\.py$",
     "within_subsection_order": recipe_order,
-    "reset_modules": ("matplotlib", prepare_recipe_run),
+    "reset_modules": ("matplotlib", execution_record.prepare_recipe_run),
     "reset_modules_order": "both",
     "image_srcset": ["2x"],  # sharp figures on high-density screens
     "first_notebook_cell": FIRST_NOTEBOOK_CELL,
@@ -201,147 +150,3 @@ sphinx_gallery_conf = {
     "matplotlib_animations": False,
     "remove_config_comments": True,
 }
-
-# -- Chinese strings for Sphinx-Gallery ---------------------------------------
-# Sphinx-Gallery has no translations: its reader-facing strings are module-level
-# reST templates, formatted when a page is written. The Chinese build swaps in
-# translated templates with the same placeholders. A full-width colon carries
-# its own spacing, so the space after the English colon goes with it.
-
-
-
-def translate_template(module, name, english, chinese):
-    """Replace one English phrase in a Sphinx-Gallery template, or fail loudly."""
-    template = getattr(module, name)
-    if english not in template:
-        raise RuntimeError(f"Sphinx-Gallery's {name} changed; update its translation in conf.py")
-    setattr(module, name, template.replace(english, chinese))
-
-
-if LANG == "zh":
-    for module, name, english, chinese in [
-        (gen_rst, "EXAMPLE_HEADER", ":ref:`Go to the end <sphx_glr_download_{1}>`\n        to download the full example code{2}",
-         ":ref:`跳到页尾 <sphx_glr_download_{1}>`\\ 下载完整的示例代码。"),
-        (gen_rst, "TIMING_CONTENT", "**Total running time of the script:** ({0:.0f} minutes {1:.3f} seconds)",
-         "**脚本总运行时间：**\\ {0:.0f} 分 {1:.3f} 秒"),
-        (gen_rst, "NOTEBOOK_DOWNLOAD", "Download Jupyter notebook: ", "下载 Jupyter 笔记本："),
-        (gen_rst, "CODE_DOWNLOAD", "Download {1} source code: ", "下载 Python 源代码："),
-        (gen_rst, "ZIP_DOWNLOAD", "Download zipped: ", "下载压缩包："),
-        (downloads, "CODE_ZIP_DOWNLOAD", "Download all examples {0} source code: ", "下载全部示例的 Python 源代码："),
-        (downloads, "NOTEBOOK_ZIP_DOWNLOAD", "Download all examples in Jupyter notebooks: ", "下载全部示例的 Jupyter 笔记本："),
-    ]:
-        translate_template(module, name, english, chinese)
-
-# The running-time paragraph of this language, before ``prepare_recipe_run``
-# appends each run's record to it.
-TIMING_CONTENT = gen_rst.TIMING_CONTENT
-
-
-# -- Chinese spacing --------------------------------------------------------------
-# Recipe prose is wrapped at about 80 columns, and reST wants whitespace around
-# inline markup (**强调**, ``code``). HTML renders both as a space, which
-# Chinese has only between Chinese and Latin text. So on Chinese pages, a line
-# break between two Chinese characters vanishes, and so does whitespace next to
-# full-width punctuation (which carries its own spacing) or between a Chinese
-# character and inline markup that starts or ends with one.
-
-FULL_WIDTH_PUNCTUATION = "\u3000-\u303f\uff00-\uffef"
-CJK = "\u4e00-\u9fff" + FULL_WIDTH_PUNCTUATION
-CODE_NODES = (nodes.literal_block, nodes.literal, nodes.raw, nodes.comment)
-
-
-def space_vanishes(left, right):
-    """Whether whitespace between text ending in ``left`` and text starting with ``right`` must go."""
-    return bool(re.fullmatch(f"[{FULL_WIDTH_PUNCTUATION}].|.[{FULL_WIDTH_PUNCTUATION}]|[{CJK}][{CJK}]", left + right))
-
-
-def drop_vanishing_spaces(text, whitespace=r"\s+"):
-    """``text`` without the runs of ``whitespace`` that ``space_vanishes`` says must go."""
-    return re.sub(rf"(\S){whitespace}(?=(\S))", lambda m: m[1] if space_vanishes(m[1], m[2]) else m[0], text)
-
-
-class JoinChineseText(SphinxPostTransform):
-    """After cross-references are resolved, so that a link shows its real text."""
-
-    default_priority = 900
-
-    def run(self, **kwargs):
-        for node in list(self.document.findall(nodes.Text)):
-            parent = node.parent
-            if isinstance(parent, CODE_NODES):
-                continue
-            text = drop_vanishing_spaces(node.astext(), "\n")  # line breaks of the wrapped source
-            index = parent.index(node)
-            before = parent[index - 1].astext() if index > 0 else ""
-            after = parent[index + 1].astext() if index + 1 < len(parent) else ""
-            stripped = text.strip()
-            if stripped and after and text[-1].isspace() and space_vanishes(stripped[-1], after[0]):
-                text = text.rstrip()
-            if stripped and before and text[0].isspace() and space_vanishes(before[-1], stripped[0]):
-                text = text.lstrip()
-            if text != node.astext():
-                parent.replace(node, nodes.Text(text))
-
-
-# -- Card texts -------------------------------------------------------------------
-# A gallery card's hover text is the first paragraph of the recipe's docstring,
-# with its reST markup removed by Sphinx-Gallery. That removal only recognises
-# markup preceded by a space, which Chinese text has none of, and it turns
-# :ref:`label` into the bare label. Remove markup anywhere first, and name a
-# referenced page by its title.
-
-REF = re.compile(r":(?:ref|doc):`([^`<]+?)(?:\s*<([^`>]+)>)?`")
-LABELLED_TITLE = re.compile(r"^\.\. _([\w-]+):\s*\n\s*\n(.+)\n=+\s*$", re.M)
-PAGE_TITLES = {
-    label: title.strip()
-    for path in [*(ROOT / "recipes" / LANG).glob("*.py"), *(ROOT / "docs" / LANG).glob("*.rst")]
-    for label, title in LABELLED_TITLE.findall(path.read_text(encoding="utf-8"))
-}
-sanitize_rst = gen_rst._sanitize_rst
-
-
-def card_text(rst):
-    rst = REF.sub(lambda m: m[1] if m[2] else PAGE_TITLES.get(m[1], m[1]), rst)
-    rst = re.sub(r"``(.+?)``|\*\*(.+?)\*\*|\*(.+?)\*", lambda m: next(g for g in m.groups() if g), rst)
-    # Sphinx-Gallery joined the lines of the paragraph with spaces.
-    return drop_vanishing_spaces(sanitize_rst(rst.replace("\\ ", "")))
-
-
-gen_rst._sanitize_rst = card_text
-
-
-# -- What readers must never see ---------------------------------------------------
-# Printed output is copied onto the page as it is. A Python warning, a traceback
-# or a path of the machine that built the site there is a bug: fail the build.
-
-OUTPUT_BLOCK = re.compile(r"^\.\. rst-class:: sphx-glr-script-out\n\n(?: {4}.*\n|\n)*", re.M)
-BUILD_INTERNALS = re.compile(
-    r"Traceback \(most recent call last\)|^\s*\S+:\d+: \w*Warning: |\w+Warning: "
-    + "|" + "|".join(re.escape(str(path)) for path in {ROOT, Path.home(), Path(sys.prefix)})
-    + r"|/tmp/|site-packages", re.M,
-)
-
-
-def check_printed_output(app, docname, source):
-    for block in OUTPUT_BLOCK.findall(source[0]):
-        if found := BUILD_INTERNALS.search(block):
-            logger.warning("printed output of %s shows build internals (%r):\n%s",
-                           docname, found[0], block, location=docname)
-
-
-# -- Chinese search ---------------------------------------------------------------
-# Sphinx 9.0 tokenises Chinese with jieba (in requirements.txt) but its page
-# script asks for a ``ChineseStemmer`` it does not ship, so search never starts
-# (sphinx-doc/sphinx#14229). Chinese words need no stemming; the English stemmer
-# it does ship leaves them unchanged and still stems English words.
-
-
-class ChineseSearch(SearchChinese):
-    language_name = "English"
-
-
-def setup(app):
-    app.connect("source-read", check_printed_output)
-    if LANG == "zh":
-        app.add_post_transform(JoinChineseText)
-        app.add_search_language(ChineseSearch)

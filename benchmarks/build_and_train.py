@@ -90,7 +90,7 @@ def classic(data_root):
     criterion = nn.CrossEntropyLoss()
     optimizer = optim.SGD(net.parameters(), lr=0.001, momentum=0.9)
     losses = []
-    for epoch in range(2):
+    for _epoch in range(2):
         for inputs, labels in trainloader:
             optimizer.zero_grad()
             loss = criterion(net(inputs), labels)
@@ -184,7 +184,8 @@ def floor(steps=3000):
 def print_ratio(label, key):
     """The time of ``key`` over the classic run's, when this run measured both."""
     if CLASSIC_RUN in RESULTS and key in RESULTS:
-        print(f"  ratio, {label} / classic single run: {RESULTS[key] / RESULTS[CLASSIC_RUN]:.2f} (target: at most 1.00)")
+        ratio = RESULTS[key] / RESULTS[CLASSIC_RUN]
+        print(f"  ratio, {label} / classic single run: {ratio:.2f} (target: at most 1.00)")
 
 
 def make(*args):

@@ -268,6 +268,16 @@ def test_search_finds_recipes(smoke_site, site_url, context, lang):
     assert not errors, "\n".join(errors)
 
 
+@pytest.mark.parametrize("query", ["梯度归零", "梯度累加"])
+def test_chinese_search_finds_recipes_under_other_names(smoke_site, site_url, context, query):
+    """The glossary's 其他说法 are search terms too (docs/_ext/chinese_search_synonyms.py)."""
+    summary, links = search_results(context, site_url, "zh", query)
+    recipe_urls = {site_url + recipe_page(smoke_site, "zh", name).relative_to(smoke_site).as_posix()
+                   for name in RECIPE_NAMES}
+    found = {link.split("#")[0].split("?")[0] for link in links} & recipe_urls
+    assert found, f"searching zh for {query!r} found no recipe: {summary!r} {links}"
+
+
 @pytest.mark.parametrize("lang", LANGUAGES)
 def test_search_box_opens_the_search_page(site_url, context, lang):
     page = open_page(context, f"{site_url}{lang}/index.html")

@@ -13,8 +13,8 @@ import sys
 
 import pytest
 
-from conftest import REPO, RECIPES
-from test_translations import PLOT_TEXT_CALLS, PLOT_TEXT_KEYWORDS
+from conftest import RECIPES, REPO
+from test_translations import drawn_text
 
 CJK_CHARACTER = "\u4e00-\u9fff"
 
@@ -49,10 +49,7 @@ def chinese_plot_texts():
         for call in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             if not isinstance(call, ast.Call):
                 continue
-            name = call.func.attr if isinstance(call.func, ast.Attribute) else getattr(call.func, "id", "")
-            drawn = list(call.args) if name in PLOT_TEXT_CALLS else []
-            drawn += [k.value for k in call.keywords if k.arg in PLOT_TEXT_KEYWORDS]
-            texts |= {node.value for arg in drawn for node in ast.walk(arg)
+            texts |= {node.value for arg in drawn_text(call) for node in ast.walk(arg)
                       if isinstance(node, ast.Constant) and isinstance(node.value, str)}
     return sorted(texts)
 

@@ -11,11 +11,10 @@ check follow from it:
 
 import ast
 import re
-from pathlib import Path
 
 import pytest
 
-from conftest import REPO, RECIPES
+from conftest import RECIPES, REPO
 
 DOCS = REPO / "docs"
 GLOSSARY = {lang: DOCS / lang / "glossary.rst" for lang in ("en", "zh")}
@@ -29,6 +28,13 @@ REQUIRED_TERMS = [
     "mini-batch", "momentum", "optimizer", "parameter", "recipe", "running statistics",
     "step (optimizer step)", "tensor", "test accuracy", "training loop", "weight",
     "weight decay", "zero out, zeroing",
+    # the practice recipes (mixed precision, schedules, sequences, DDP, FSDP)
+    "all-reduce", "autocast", "bucket", "collective communication", "cross-entropy", "data parallelism",
+    "FSDP", "float16, bfloat16", "gradient clipping", "hook", "learning rate scheduler", "loss scaling",
+    "mixed precision", "norm (of a gradient)", "padding", "process group", "rank", "reduce-scatter",
+    "rounding error", "shard, sharding", "token", "unscaling", "warm-up", "window", "worker process",
+    # the recipes on low precision, the optimizer step in backward, distributed pitfalls
+    "activation checkpointing", "all-gather", "overflow, underflow", "post-accumulate-grad hook",
 ]
 
 # Other translations of glossary terms, each with the term it competes with.
@@ -52,6 +58,14 @@ DISCOURAGED = {
     r"(?<!Jupyter )(?<!Jupyter)内核": "kernel (CUDA)",
     r"测试精度|准确度": "test accuracy",
     r"食谱|配方": "recipe",
+    r"梯度累计|累计梯度": "gradient accumulation",
+    r"梯度剪裁": "gradient clipping",
+    r"逆缩放|去缩放|取消缩放": "unscaling",
+    r"热身": "warm-up",
+    r"令牌": "token",
+    r"规约": "all-reduce",
+    r"梯度检查点": "activation checkpointing",
+    r"学习率调度程序|学习率规划器": "learning rate scheduler",
 }
 
 # English wording (in prose, outside ``code``) -> glossary term whose Chinese
@@ -84,6 +98,25 @@ EXPECTED = {
     r"diverg(?:e|es|ed|ing|ence)": "diverge",
     r"recipes?": "recipe",
     r"tensors?": "tensor",
+    r"tokens?": "token",
+    r"padding|padded (?:positions?|targets?|sequences?)": "padding",  # not "zero-padded" digits
+    r"warm-?ups?": "warm-up",
+    r"learning[- ]rate schedulers?": "learning rate scheduler",
+    r"mixed precision": "mixed precision",
+    r"loss scal(?:ing|er)": "loss scaling",
+    r"unscal(?:e|es|ed|ing)": "unscaling",
+    r"gradient clipping|clipping": "gradient clipping",
+    r"worker(?: process)?e?s?": "worker process",
+    r"buckets?": "bucket",
+    r"shard(?:s|ed|ing)?": "shard, sharding",
+    r"collectives?": "collective communication",
+    r"process groups?": "process group",
+    r"rounding errors?": "rounding error",
+    r"underflow(?:s|ed)?": "overflow, underflow",
+    r"activation checkpointing|gradient checkpointing": "activation checkpointing",
+    r"post-accumulate-grad hooks?": "post-accumulate-grad hook",
+    r"data parallel(?:ism)?": "data parallelism",
+    r"cross[- ]entropy": "cross-entropy",
 }
 
 
@@ -140,6 +173,14 @@ def without_code(text):
     return re.sub(r"^\s*\.\. .*$", " ", text, flags=re.M)
 
 
+SYNONYMS_SECTION = "\n其他说法\n"
+
+
+def without_other_names(path, text):
+    """The glossary's 「其他说法」 section lists the discouraged names readers search for, on purpose."""
+    return text.split(SYNONYMS_SECTION, 1)[0] if path == GLOSSARY["zh"] else text
+
+
 def discouraged_uses(text):
     """(line number, variant, glossary term, context) for every discouraged variant in ``text``."""
     return [(number, m[0], term, line[max(0, m.start() - 10):m.end() + 10].strip("# "))
@@ -181,9 +222,10 @@ def test_glossary_terms_are_not_discouraged_variants():
 
 @pytest.mark.parametrize("path", chinese_files(), ids=lambda p: f"{p.parent.parent.name}/zh/{p.name}")
 def test_no_discouraged_variants(path):
-    uses = discouraged_uses(path.read_text(encoding="utf-8"))
-    assert not uses, "\n".join(f"{path.name}:{n}: {variant!r} in {context!r} (glossary: {term} -> {core(glossary()[term])})"
-                               for n, variant, term, context in uses)
+    uses = discouraged_uses(without_other_names(path, path.read_text(encoding="utf-8")))
+    assert not uses, "\n".join(
+        f"{path.name}:{n}: {variant!r} in {context!r} (glossary: {term} -> {core(glossary()[term])})"
+        for n, variant, term, context in uses)
 
 
 @pytest.mark.parametrize("path", [p for p in chinese_files() if english_twin(p).exists()],
@@ -203,3 +245,28 @@ def test_the_checks_can_fail():
     assert missing_terms(english, "优化器把每个小批量的梯度清零。", terms) == []
     assert missing_terms(english, "把每个小批次的梯度归零。", terms) == \
         ["mini-batch -> 小批量", "optimizer -> 优化器", "zero out, zeroing -> 清零"]
+
+
+# What readers type into the search box instead of the glossary's terms.
+SEARCHED_FOR = {"梯度归零": "zero out, zeroing", "梯度置零": "zero out, zeroing",
+                "梯度累加": "gradient accumulation", "梯度累计": "gradient accumulation"}
+OTHER_NAME = re.compile(r"^\* (.+?)：本站称「(.+?)」", re.M)
+
+
+def other_names():
+    """{other name: Chinese term} from the Chinese glossary's 「其他说法」 section."""
+    text = GLOSSARY["zh"].read_text(encoding="utf-8")
+    assert SYNONYMS_SECTION in text, "docs/zh/glossary.rst has no section 其他说法"
+    return {name: term for names, term in OTHER_NAME.findall(text.split(SYNONYMS_SECTION, 1)[1])
+            for name in names.split("、")}
+
+
+def test_chinese_glossary_lists_the_names_readers_search_for():
+    names, terms = other_names(), glossary()
+    for name, english in SEARCHED_FOR.items():
+        assert name in names, f"{name} is not among the glossary's 其他说法"
+        assert core(terms[english]) in names[name] or names[name] in terms[english], (name, names[name])
+    chinese_terms = {core(t) for t in terms.values()} | {re.sub(r".*（(.*)）", r"\1", t) for t in terms.values()}
+    assert not [t for t in names.values() if t not in chinese_terms], "其他说法 must point to a glossary term"
+    # the discouraged patterns know each other name, so that no page uses one
+    assert all(discouraged_uses(name) for name in SEARCHED_FOR)

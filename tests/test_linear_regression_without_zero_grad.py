@@ -79,9 +79,11 @@ def test_only_the_zeroed_run_settles(recipe_run, lang):
 @pytest.mark.parametrize("lang", LANGUAGES)
 def test_never_zeroing_equals_momentum_one(recipe_run, lang):
     stdout = recipe_run(NAME, lang).stdout
-    match = re.search(rf"^largest difference from the never-zeroed loss curve: {NUMBER}$", stdout, re.M)
+    match = re.search(rf"^largest difference from the never-zeroed loss curve: {NUMBER}, "
+                      rf"on losses up to {NUMBER}$", stdout, re.M)
     assert match, stdout
-    assert float(match[1]) < 1e-2  # losses swing up to ~90, so this is rounding
+    difference, largest_loss = float(match[1]), float(match[2])
+    assert difference < 1e-4 * largest_loss  # rounding, against losses that swing far above the minimum
 
 
 @pytest.mark.parametrize("lang", LANGUAGES)

@@ -13,6 +13,7 @@ test_downloads.py and test_failure_modes.py.
 
 import ast
 import datetime
+import json
 import re
 import zipfile
 from pathlib import Path
@@ -440,8 +441,14 @@ def test_every_page_has_a_favicon(smoke_site, lang):
 # -- What each page ran on ----------------------------------------------------------
 
 EXECUTED_ON = {
-    "en": re.compile(r"^Executed on (\d{4}-\d\d-\d\d) with torch (\S+) and torchvision (\S+), on (.+) \((CPU|GPU)\)\.$"),
-    "zh": re.compile(r"^运行于 (\d{4}-\d\d-\d\d)，使用 torch (\S+) 和 torchvision (\S+)，设备：(.+)（(CPU|GPU)）。$"),
+    "en": re.compile(r"^Executed on (\d{4}-\d\d-\d\d) with torch (\S+) and torchvision (\S+), on (.+) "
+                     r"\((?:CPU, torch CPU capability (\w+)(?:, oneDNN limited to \w+)?, (\d+) threads?"
+                     r"|GPU, CUDA (\S+))\)\. The numbers and plots on this page come from that run; another CPU "
+                     r"capability, number of threads or device rounds differently and can print other numbers\.$"),
+    "zh": re.compile(r"^运行于 (\d{4}-\d\d-\d\d)，使用 torch (\S+) 和 torchvision (\S+)，设备：(.+)"
+                     r"（(?:CPU，torch 的 CPU 指令集级别 (\w+)(?:，oneDNN 限于 \w+)?，(\d+) 个线程"
+                     r"|GPU，CUDA (\S+))）。本页的数字和图都来自这次运行；换一种 CPU 指令集级别、线程数或设备，"
+                     r"舍入方式不同，打印的数字也可能不同。$"),
 }
 
 
@@ -450,22 +457,27 @@ def versions():
     import torch
     import torchvision
 
-    return torch.__version__, torchvision.__version__
+    return torch.__version__, torchvision.__version__, torch.backends.cpu.get_cpu_capability(), torch.version.cuda
 
 
 @pytest.mark.parametrize("lang", LANGUAGES)
 @pytest.mark.parametrize("name", RECIPE_NAMES)
 def test_page_says_what_it_ran_on(smoke_site, versions, lang, name):
+    """Versions, and what decides the numbers: the CPU's kernels and threads (or the GPU)."""
     soup = read_html(recipe_page(smoke_site, lang, name))
     record = soup.select("p.sphx-glr-executed-on")
     assert len(record) == 1, f"{lang}/{name}: no execution record"
     match = EXECUTED_ON[lang].match(" ".join(record[0].get_text().split()))
     assert match, record[0].get_text()
-    date, torch_version, torchvision_version, device, _ = match.groups()
-    assert (torch_version, torchvision_version) == versions
+    date, torch_version, torchvision_version, device, capability, threads, cuda = match.groups()
+    assert (torch_version, torchvision_version) == versions[:2]
     built = (smoke_site / lang / "index.html").stat().st_mtime
     assert abs(datetime.date.fromisoformat(date) - datetime.date.fromtimestamp(built)).days <= 1
     assert device.strip()
+    if cuda is None:  # on a CPU: the kernels torch picked here, and the build's one thread
+        assert (capability, threads) == (versions[2], "1"), record[0].get_text()
+    else:
+        assert cuda == versions[3], record[0].get_text()
     # Next to the running time, in the same footer.
     assert record[0].find_previous_sibling("p", class_="sphx-glr-timing") is not None
 
@@ -540,3 +552,201 @@ def test_the_checks_of_chinese_typography_can_fail():
     assert not BAD_SPACING.search("调用 X 之后，梯度清零。用 GPU 计算")
     snippet = BeautifulSoup("<p>清零，\n<code>x</code> 写入</p>", "html.parser").p
     assert prose_text(snippet) == "清零，\nX 写入"
+
+
+# -- Chinese code spans, cross-references and commas -----------------------------------
+# docutils closes ``code`` only before whitespace or certain punctuation, and
+# full-width （「《 are not among them; it opens ``code`` only after whitespace
+# or certain punctuation, and ） is not among them. Without an escaped space
+# (``None``\ （…）) a code span runs on to the next ``, swallowing the Chinese
+# text between them, and a span that never opens leaves its `` in the text.
+
+CHINESE_TEXT = re.compile(f"[\u3400-\u9fff\uf900-\ufaff{FULL_WIDTH_PUNCTUATION}]")
+
+
+def visible_strings(soup, skip=("code", "pre", "script", "style", "kbd", "samp")):
+    """The text nodes a reader sees, outside ``skip`` and printed output."""
+    soup = BeautifulSoup(str(soup), "html.parser")  # work on a copy
+    for tag in soup(list(skip)):
+        tag.decompose()
+    for tag in soup.select(".highlight, .sphx-glr-script-out"):
+        tag.decompose()
+    return [s for s in soup.find_all(string=True)
+            if not isinstance(s, (Comment, Declaration, Doctype, ProcessingInstruction))]
+
+
+def broken_code_spans(soup):
+    """Inline code holding Chinese text or ``, and `` shown outside code, on one page."""
+    problems = [f"<code>{code.get_text()!r}" for code in soup.find_all("code")
+                if code.find_parent("pre") is None
+                # Sphinx-Gallery sets its download labels (下载 Python 源代码：x.py) as code
+                and "download" not in code.get("class", [])
+                and (CHINESE_TEXT.search(code.get_text()) or "``" in code.get_text())]
+    problems += [f"text {' '.join(s.split())!r}" for s in visible_strings(soup) if "``" in s]
+    return problems
+
+
+def page_titles(site, lang):
+    """The title (h1) of every page of a language tree."""
+    titles = set()
+    for page in tree_pages(site, lang):
+        h1 = read_html(site / lang / page).select_one("article h1")
+        if h1 is not None:
+            for link in h1.select("a.headerlink"):
+                link.decompose()
+            titles.add(" ".join(h1.get_text().split()))
+    return titles
+
+
+def unmarked_titles(text, titles):
+    """Each occurrence in ``text`` of one of ``titles`` that 《》 do not enclose.
+
+    An occurrence inside a longer title is that title's, and a title that is the
+    whole of ``text`` (a link on its own line) needs no marks.
+    """
+    found, taken = [], set()
+    for title in sorted(titles, key=len, reverse=True):
+        for m in re.finditer(re.escape(title), text):
+            if taken & set(range(m.start(), m.end())):
+                continue
+            taken |= set(range(m.start(), m.end()))
+            if text.strip() != title and (text[:m.start()][-1:] != "《" or text[m.end():][:1] != "》"):
+                found.append(text[max(0, m.start() - 12):m.end() + 12])
+    return found
+
+
+LINK = "\x02"
+
+
+def unmarked_cross_references(soup, titles):
+    """Links in a Chinese page's prose that name a page by its title without 《》 around it."""
+    article = BeautifulSoup(str(soup.select_one("article") or soup), "html.parser")
+    for a in article.select("a.reference.internal"):
+        if " ".join(a.get_text().split()) in titles:
+            a.replace_with(LINK + " ".join(a.get_text().split()) + LINK)
+    problems = []
+    for block in article.select(PROSE):
+        text = prose_text(block)
+        for m in re.finditer(f"{LINK}([^{LINK}]*){LINK}", text):
+            around = text[:m.start()].rstrip()[-1:] + text[m.end():].lstrip()[:1]
+            if text.replace(LINK, "").strip() != m[1] and around != "《》":
+                problems.append(text[max(0, m.start() - 12):m.end() + 12].replace(LINK, ""))
+    return problems
+
+
+# A half-width comma, semicolon or colon next to Chinese text: Sphinx-Gallery joins
+# a figure's titles with ", " into its alt text, and "2026, " came before the
+# project's name in the footer.
+HALF_WIDTH_BY_CHINESE = re.compile(f"[{HAN}{FULL_WIDTH_PUNCTUATION}][ \t\n]*[,;:]|[,;:][ \t\n]*[{HAN}]")
+
+
+def half_width_commas(soup):
+    """Half-width , ; : next to Chinese in a page's text (outside code), alt texts and tooltips."""
+    texts = [" ".join(s.split()) for s in visible_strings(soup)]
+    texts += [tag[name] for tag in soup.find_all(True) for name in ("alt", "tooltip", *UI_ATTRIBUTES)
+              if tag.get(name)]
+    texts += [prose_text(tag) for tag in soup.select(PROSE)]  # code stands in as a Latin word
+    return sorted({text[max(0, m.start() - 12):m.end() + 12]
+                   for text in texts for m in HALF_WIDTH_BY_CHINESE.finditer(text)})
+
+
+def test_chinese_pages_have_no_broken_code_spans(smoke_site):
+    problems = [f"{page}: {problem}" for page in tree_pages(smoke_site, "zh")
+                for problem in broken_code_spans(read_html(smoke_site / "zh" / page))]
+    assert not problems, "inline code swallowed Chinese text (write ``code``\\ （…）):\n" + "\n".join(problems)
+
+
+def test_chinese_cross_references_mark_page_titles(smoke_site):
+    """A page title linked in a Chinese sentence, or named in a card's tooltip, is set in 《》."""
+    titles = page_titles(smoke_site, "zh")
+    assert {"术语表", "有意地累积梯度"} <= titles, titles
+    problems = [f"{page}: {problem!r}" for page in tree_pages(smoke_site, "zh")
+                for problem in unmarked_cross_references(read_html(smoke_site / "zh" / page), titles)]
+    problems += [f"card tooltip: {problem!r}"
+                 for card in read_html(gallery_index(smoke_site, "zh")).select(".sphx-glr-thumbcontainer")
+                 for problem in unmarked_titles(card["tooltip"], titles)]
+    assert not problems, "page titles without 《》 (write 《:ref:`label`》):\n" + "\n".join(problems)
+
+
+def test_chinese_pages_have_no_half_width_commas_between_chinese(smoke_site):
+    """Footer, figure alt texts, tooltips and prose of Chinese pages use full-width punctuation."""
+    problems = [f"{page}: {problem!r}" for page in tree_pages(smoke_site, "zh")
+                for problem in half_width_commas(read_html(smoke_site / "zh" / page))]
+    assert not problems, "\n".join(sorted(set(problems)))
+    footer = read_html(smoke_site / "zh" / "index.html").select_one("p.copyright").get_text()
+    assert " ".join(footer.split()) == "© 2026 梯度清零实践项目组", footer
+
+
+def test_the_checks_of_chinese_code_links_and_commas_can_fail():
+    """Each check finds the defect it is for in a small page, and passes the corrected page."""
+    def page(body):
+        return BeautifulSoup(f"<html><body><article>{body}</article></body></html>", "html.parser")
+
+    # What docutils makes of ``None``（传入 ``x`` 时） and 。）``make_model`` 会.
+    broken = page('<p>设为 <code class="docutils literal"><span class="pre">None``（传入</span> '
+                  '<span class="pre">``x</span></code> 时）。</p><p>数据集。）``make_model`` 会先设置种子。</p>')
+    assert len(broken_code_spans(broken)) == 2, broken_code_spans(broken)
+    fixed = page('<p>设为 <code class="docutils literal">None</code>（传入 <code>x</code> 时）。</p>'
+                 '<p>下载：<code class="xref download docutils literal">下载 Python 源代码：x.py</code></p>'
+                 '<pre>print("``")</pre>')
+    assert broken_code_spans(fixed) == []
+
+    titles = {"有意地累积梯度", "术语表", "zero_grad() 该放在哪里，它又不能做什么"}
+    link = '<a class="reference internal" href="g.html#g"><span class="std std-ref">{}</span></a>'
+    unmarked = page(f"<p>规则本身见 {link.format('有意地累积梯度')}，术语见《{link.format('术语表')}》。</p>")
+    assert unmarked_cross_references(unmarked, titles) == ["规则本身见 有意地累积梯度，术语见《术语表》。"]
+    marked = page(f"<ul><li><p>见《{link.format('有意地累积梯度')}》。</p></li>"
+                  f"<li><p>{link.format('术语表')}</p></li><li><p>{link.format('跳到页尾')}下载。</p></li></ul>")
+    assert unmarked_cross_references(marked, titles) == []
+    assert unmarked_titles("再加上梯度累积（有意地累积梯度），就多出", titles)
+    assert unmarked_titles("见《zero_grad() 该放在哪里，它又不能做什么》", titles) == []
+
+    commas = page('<p><img alt="全部 1,000 次迭代, 前 50 次迭代" src="a.png"/></p>'
+                  '<div class="sphx-glr-thumbcontainer" tooltip="调用 x; 然后"></div>'
+                  '<footer><p class="copyright">© 2026, 梯度清零实践项目组</p></footer>')
+    assert len(half_width_commas(commas)) == 3, half_width_commas(commas)
+    full_width = page('<p><img alt="全部 1,000 次迭代；SGD, momentum=0.9" src="a.png"/>'
+                      '<code>f(a, b)</code>，<code>x</code>, <code>y</code> 和 z。</p>'
+                      '<footer><p class="copyright">© 2026 梯度清零实践项目组</p></footer>')
+    assert half_width_commas(full_width) == []
+
+
+# -- Chinese search under other names --------------------------------------------------
+# What readers type instead of the glossary's terms, and a page that must come up.
+OTHER_NAMES_SEARCHED = {"梯度归零": "gradients_accumulate", "梯度置零": "zero_grad_pitfalls",
+                        "梯度清零": "zeroing_out_gradients",
+                        "梯度累加": "gradient_accumulation", "梯度累计": "gradient_accumulation"}
+
+
+def search_index(site, lang):
+    """The index Sphinx's search page reads: searchindex.js is ``Search.setIndex({...})``."""
+    text = (site / lang / "searchindex.js").read_text(encoding="utf-8")
+    return json.loads(text[text.index("(") + 1:text.rindex(")")])
+
+
+def pages_indexed_under(index, term):
+    """The pages whose text or title the search index files under ``term`` (one whole search term)."""
+    pages = set()
+    for kind in ("terms", "titleterms"):
+        found = index[kind].get(term, [])
+        pages |= {index["docnames"][i] for i in ([found] if isinstance(found, int) else found)}
+    return pages
+
+
+def test_chinese_search_finds_pages_under_other_names(smoke_site):
+    """A search for 梯度归零 finds the glossary and the pages that say 清零 (docs/_ext/chinese_search_synonyms.py)."""
+    index = search_index(smoke_site, "zh")
+    for name, page in OTHER_NAMES_SEARCHED.items():
+        found = pages_indexed_under(index, name)
+        assert {"glossary", page} <= found, f"searching for {name} finds {sorted(found)}"
+    # the English site is left as it is
+    assert not pages_indexed_under(search_index(smoke_site, "en"), "梯度归零")
+
+
+@pytest.mark.parametrize("lang", LANGUAGES)
+def test_notebooks_show_no_escaped_spaces(smoke_site, lang):
+    """The reST escaped space next to inline code (``None``\\ （…）) is nothing; Markdown would show a backslash."""
+    shown = [f"{name}: {line.strip()[:80]!r}" for name in RECIPE_NAMES
+             for cell in nbformat.read(find_download(smoke_site, lang, f"{name}.ipynb"), as_version=4).cells
+             if cell.cell_type == "markdown" for line in cell.source.splitlines() if "\\ " in line]
+    assert not shown, "\n".join(shown)

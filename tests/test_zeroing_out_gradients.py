@@ -61,10 +61,10 @@ def test_final_loss_is_the_window_of_the_last_printed_line(recipe_run, lang):
     stdout = recipe_run("zeroing_out_gradients", lang).stdout
     rows, lines = summary_rows(stdout), progress(stdout)
     table = {m[1]: m[3] for m in ROW.finditer(stdout)}
-    stopped = re.search(r"^Non-finite loss \((\w+)\) at epoch \d+, batch \d+ \(step (\d+)\)", stdout, re.M)
+    stopped = re.search(r"^Non-finite loss \((\w+)\) at epoch \d+, batch \d+ \(step ([\d,]+)\)", stdout, re.M)
     assert table["with"] == lines["with"][-1][0]
     if stopped:
-        assert table["without"] == stopped[1] and rows["without"][0] == int(stopped[2])
+        assert table["without"] == stopped[1] and rows["without"][0] == int(stopped[2].replace(",", ""))
     else:
         assert table["without"] == lines["without"][-1][0]
 
@@ -103,3 +103,52 @@ def test_frozen_layers_get_no_gradient(recipe_run, lang):
     match = re.search(r"^frozen all but fc3, after backward\(\): (\d+) have a gradient: (.*)$", stdout, re.M)
     assert match, stdout
     assert int(match[1]) == 2 and match[2].split(", ") == ["fc3.weight", "fc3.bias"]
+
+
+@pytest.mark.parametrize("lang", LANGUAGES)
+def test_a_stopped_run_says_what_overflowed(recipe_run, lang):
+    """Where the loss stops being finite, the line names the largest output and whether the weights are finite."""
+    stdout = recipe_run("zeroing_out_gradients", lang).stdout
+    stopped = re.search(r"^Non-finite loss \((\w+)\) at .*: largest output (\S+), weights finite after this step: "
+                        r"(True|False)\. Stopping this run\.$", stdout, re.M)
+    if "Non-finite loss" in stdout:
+        assert stopped, stdout
+        # Overflowed outputs, or weights that are no longer finite: one of the two.
+        assert not math.isfinite(float(stopped[2])) or stopped[3] == "False" or stopped[1] == "nan", stdout
+
+
+@pytest.mark.parametrize("lang", LANGUAGES)
+def test_printed_ranges_are_those_of_the_progress_lines(recipe_run, lang):
+    """The prose quotes no sizes: it points at these lines, so they must say what the progress lines say."""
+    stdout = recipe_run("zeroing_out_gradients", lang).stdout
+    lines = progress(stdout)["with"]
+    match = re.search(r"^over the printed lines: size of \.grad (\S+) to (\S+), momentum buffer (\S+) to (\S+) "
+                      r"times as large$", stdout, re.M)
+    assert match, stdout
+    grads = [size for _, size, _, _ in lines]
+    ratios = [ratio for _, _, _, ratio in lines]
+    smallest, largest, lowest, highest = map(float, match.groups())
+    assert smallest == pytest.approx(min(grads), rel=1e-2) and largest == pytest.approx(max(grads), rel=1e-2)
+    assert lowest == pytest.approx(min(ratios), abs=0.11) and highest == pytest.approx(max(ratios), abs=0.11)
+    first_with, first_without = progress(stdout)["with"][0][1], progress(stdout)["without"][0][1]
+    ratio = re.search(r"^at the first printed line, \.grad is (\S+) times as large as in the normal run$", stdout, re.M)
+    assert ratio and float(ratio[1]) == pytest.approx(first_without / first_with, rel=0.02), stdout
+
+
+@pytest.mark.parametrize("lang", LANGUAGES)
+def test_counts_the_classes_each_network_predicts(recipe_run, lang):
+    stdout = recipe_run("zeroing_out_gradients", lang).stdout
+    match = re.search(r"^classes predicted over the test images: (\d+) with zero_grad\(\), (\d+) without$",
+                      stdout, re.M)
+    assert match, stdout
+    with_zero_grad, without = int(match[1]), int(match[2])
+    assert 1 <= without <= 10 and 1 <= with_zero_grad <= 10
+    if re.search(r"weights finite after this step: False", stdout):
+        assert without == 1  # nan weights give every image the same answer
+
+
+@pytest.mark.parametrize("lang", LANGUAGES)
+def test_freezing_after_backward_leaves_a_stale_gradient_that_the_optimizer_applies(recipe_run, lang):
+    stdout = recipe_run("zeroing_out_gradients", lang).stdout
+    assert re.search(r"^conv1 frozen after backward\(\): \.grad still set: True, moved by optimizer\.step\(\): True$",
+                     stdout, re.M), stdout

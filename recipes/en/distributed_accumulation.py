@@ -76,7 +76,13 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 # CUDA uninitialised in this process; the second initialises the CUDA driver
 # and so, in the words of PyTorch's documentation, "poisons fork": processes
 # forked after that cannot use CUDA, and this script forks its workers (see
-# below).
+# below). In a notebook where an earlier cell has used CUDA (even only through
+# ``torch.cuda.is_available()``), or in the build of this site, which runs the
+# recipes before this one in the same process, that has happened already. A
+# worker forked from such a process is "in bad fork", which only the private
+# ``torch.cuda._is_in_bad_fork()`` tells; the workers then use ``gloo`` on the
+# CPU, and the script says so, rather than fail at their first CUDA call.
+# Under torchrun every worker is a fresh process and can use its GPU.
 
 UNDER_TORCHRUN = "LOCAL_RANK" in os.environ
 WORKERS_ON_THIS_MACHINE = int(os.environ.get("LOCAL_WORLD_SIZE", 2))
@@ -287,9 +293,11 @@ def fsdp2_gradient(rank, world_size, device):
 
 
 def run_worker(rank, local_rank, world_size, init_method):
-    dist.init_process_group(BACKEND, init_method=init_method, rank=rank, world_size=world_size,
+    # A forked worker cannot use CUDA if this process had initialised it (see above).
+    backend = "gloo" if BACKEND == "nccl" and torch.cuda._is_in_bad_fork() else BACKEND
+    dist.init_process_group(backend, init_method=init_method, rank=rank, world_size=world_size,
                             timeout=datetime.timedelta(seconds=60))
-    device = torch.device("cuda", local_rank) if BACKEND == "nccl" else torch.device("cpu")
+    device = torch.device("cuda", local_rank) if backend == "nccl" else torch.device("cpu")
     if device.type == "cuda":
         torch.cuda.set_device(device)
     results = {"device": str(device), "backend": dist.get_backend(), "world size": world_size}
@@ -374,12 +382,15 @@ if UNDER_TORCHRUN:
 else:
     results = start_local_workers(world_size=2)
 
+if results["backend"] != BACKEND:
+    print("CUDA was initialised in this process before the workers were forked, so they could not use "
+          "the GPUs: they ran on the CPU with gloo (run the script in a fresh process, or with torchrun, "
+          "to use the GPUs)")
 print(f"Using device: {results['device']}")
 print(f"Backend: {results['backend']}, world size: {results['world size']}")
 
 # %%
-# The page you are reading was built on a CPU, so its two workers used the
-# ``gloo`` backend.
+# The lines above say which device and backend this page's two workers used.
 #
 # Is the accumulated gradient the full-batch gradient?
 # ----------------------------------------------------
@@ -451,9 +462,10 @@ for name in ACCUMULATION_LOOPS:
 # hook like ours, only the time shows.
 #
 # The figure shows the same numbers. The times depend on the machine: on this
-# page they come from the machine that built it, where both workers shared its
-# CPU and talked through ``gloo`` without leaving the machine. Between machines,
-# over a network, the all-reduces usually cost more than here.
+# page they come from the machine that built it, with the device and backend
+# printed above, and both workers ran on that one machine, so no data crossed
+# a network. Between machines, over a network, the all-reduces usually cost
+# more than here.
 
 allreduce_calls = [max(results[name]["all-reduce calls"]) for name in ACCUMULATION_LOOPS]
 step_milliseconds = [median_milliseconds(name) for name in ACCUMULATION_LOOPS]

@@ -296,18 +296,19 @@ def train_with_momentum(momentum, iterations=1000):
 
 losses_momentum = train_with_momentum(momentum=1.0)
 difference = max(abs(p - q) for p, q in zip(losses_momentum, losses_without))
-print(f"largest difference from the never-zeroed loss curve: {difference:.2e}")
+print(f"largest difference from the never-zeroed loss curve: {difference:.2e}, "
+      f"on losses up to {max(losses_without):.1f}")
 last = train_with_momentum(momentum=0.9)[-100:]
 print(f"momentum 0.9, zeroed: loss over the last 100: {min(last):.4f} to {max(last):.4f}")
 
 # %%
-# The two curves agree to within 2.44e-04, on losses that reach 91.7. The
-# small difference is floating-point rounding: ``optimizer.step()`` and the
-# hand-written update compute the same thing through different code, which may
-# round differently, and the swings carry those differences along. How much
-# depends on the CPU's vector instructions: restricted to plain ones (run with
-# the environment variable ``ATEN_CPU_CAPABILITY=default``), PyTorch gives
-# exactly 0 here. So a loop that forgets ``zero_grad()`` is running momentum
+# The two curves agree to within the difference printed above, on losses
+# that reach the size printed after it. Any difference is floating-point
+# rounding: ``optimizer.step()`` and the hand-written update compute the same
+# thing through different code, which may round differently, and the swings
+# carry those differences along. Whether there is one depends on the CPU's
+# vector instructions: restricted to plain ones (run with the environment
+# variable ``ATEN_CPU_CAPABILITY=default``), PyTorch gives exactly 0 here. So a loop that forgets ``zero_grad()`` is running momentum
 # SGD with no friction. Ordinary momentum, 0.9 for example, keeps only 90 % of
 # the previous velocity in each step, and that loss of speed is what lets the
 # swings die down: with ``zero_grad()`` and momentum 0.9, the loss of the same

@@ -5,8 +5,8 @@ Zeroing out gradients while training a classifier
 =================================================
 
 Every call to ``loss.backward()`` **adds** the gradient it computes to the
-``.grad`` attribute of each parameter. PyTorch never clears ``.grad`` on its
-own, so a training loop has to do it, once per mini-batch, with
+``.grad`` attribute of each parameter (or sets it, where ``.grad`` is still
+``None``). PyTorch never clears ``.grad`` on its own, so a training loop has to do it, once per mini-batch, with
 ``optimizer.zero_grad()``. If it does not, each update uses the sum of all the
 gradients seen so far instead of the gradient of the current mini-batch.
 
@@ -16,8 +16,14 @@ same initial weights and with the same order of mini-batches:
 1. the usual way, with ``optimizer.zero_grad()`` at the start of every step;
 2. exactly the same, with that one line removed.
 
-Then it plots both loss curves, compares their test accuracy and shows when
-``model.zero_grad()`` and ``optimizer.zero_grad()`` differ.
+What you will learn:
+
+* what the missing line does to a real training run: the size of ``.grad`` and
+  of SGD's momentum buffer as it happens, the loss curves, the test accuracy;
+* why the run without ``zero_grad()`` behaves like a ball that is never slowed
+  down, and why the way it ends depends on the machine;
+* when ``model.zero_grad()`` and ``optimizer.zero_grad()`` differ, and how to
+  freeze layers without leaving stale gradients behind.
 
 .. note::
    The related recipes show the mechanics on a two-element tensor
@@ -33,22 +39,25 @@ Then it plots both loss curves, compares their test accuracy and shows when
 #
 # Besides PyTorch we need torchvision for the data set and matplotlib for the
 # plot. The recipe runs on a CUDA GPU when there is one and on the CPU
-# otherwise; on a CPU it takes a minute or two.
+# otherwise; on a CPU it takes a minute or two. The seed makes the random
+# numbers the same on every run: the initial weights and, below, the order of
+# the mini-batches.
 #
-# The seed makes the random numbers the same on every run: the initial weights
-# and, below, the order of the mini-batches. On the CPU that makes the whole
-# output apart from the timings repeat exactly, run after run, on the same
-# machine with the same PyTorch version and the same number of threads (this
-# page was built with one thread, ``OMP_NUM_THREADS=1``). With another number
-# of threads the sums are added in a different order, and the run without
-# ``zero_grad()`` can take an entirely different course: it need not end in
-# ``nan``, for example. On a CUDA GPU only the starting point and the order of
-# the mini-batches repeat: cuDNN may choose a non-deterministic algorithm for the convolutions'
-# backward pass, whose sums come out slightly different on every run, and by
-# default it computes convolutions in TF32, with fewer mantissa bits than the
-# CPU's float32, on GPUs that have it. The numbers then differ from run to run
-# and from those on this page: a little for the normal run, and possibly a lot
-# for the run without ``zero_grad()``, which magnifies small differences.
+# .. note::
+#    **Will your numbers match this page?** On the CPU the whole output apart
+#    from the timings repeats exactly, run after run, on the same machine with
+#    the same PyTorch version and the same number of threads. The record at
+#    the bottom of the page says what this page ran on: the CPU's *capability*
+#    (the vector instructions PyTorch's kernels use, such as AVX512 or AVX2)
+#    and the number of threads. Another capability or thread count adds the
+#    same numbers in a different order and rounds differently. The normal run
+#    then changes a little; the run without ``zero_grad()`` magnifies small
+#    differences and can take an entirely different course, which is why the
+#    text below describes each way it can go. On a CUDA GPU only the starting
+#    point and the order of the mini-batches repeat: cuDNN may choose a
+#    non-deterministic algorithm for the convolutions' backward pass, and by
+#    default it computes convolutions in TF32, with fewer mantissa bits than
+#    the CPU's float32, on GPUs that have it.
 
 import copy
 import math
@@ -75,7 +84,7 @@ torch.manual_seed(0)  # the same initial weights on every run (what else repeats
 # Load and normalise CIFAR-10
 # ---------------------------
 #
-# CIFAR-10 has 50,000 training and 10,000 test images of 32x32 pixels in ten
+# CIFAR-10 has 50,000 training and 10,000 test images of 32×32 pixels in ten
 # classes. With internet access, torchvision downloads it into ``./data``.
 # Without it, point the ``CIFAR10_ROOT`` environment variable at a local copy
 # laid out as ``train/<class>/*.jpg`` and ``test/<class>/*.jpg``.
@@ -189,8 +198,9 @@ initial_weights = copy.deepcopy(Net().state_dict())
 # buffer for every parameter in ``optimizer.state`` and subtracts it, times
 # the learning rate, in every step. A size here is the Euclidean norm of all
 # the numbers of all the parameters taken together. If
-# the loss ever stops being a finite number, the loop says where and stops,
-# since nothing useful can be learned after that. ``train_from_initial_weights``
+# the loss ever stops being a finite number, the loop says where, how large
+# the outputs were and whether the weights are still finite, and stops, since
+# nothing useful can be learned after that. ``train_from_initial_weights``
 # gives each run a fresh network with the saved initial weights and times it.
 
 BATCH_SIZE = 4
@@ -205,11 +215,11 @@ def size(tensors):
 
 
 def train(model, zero_grad, epochs=2):
-    """Train ``model`` on the training set; return the loss of every step."""
+    """Train ``model``; return the loss of every step and the sizes on every printed line."""
     criterion = nn.CrossEntropyLoss()
     optimizer = optim.SGD(model.parameters(), lr=0.001, momentum=0.9)
     batch_order = torch.Generator().manual_seed(0)
-    losses = []
+    losses, sizes = [], []
     model.train()
     for epoch in range(epochs):
         running_loss = 0.0
@@ -227,17 +237,20 @@ def train(model, zero_grad, epochs=2):
 
             losses.append(loss.item())
             if not math.isfinite(losses[-1]):
+                finite_weights = all(p.isfinite().all() for p in model.parameters())
                 print(f"Non-finite loss ({losses[-1]}) at epoch {epoch + 1}, batch {i + 1} "
-                      f"(step {len(losses)}): stopping this run.")
-                return losses
+                      f"(step {len(losses):,}): largest output {outputs.abs().max().item():.3g}, "
+                      f"weights finite after this step: {finite_weights}. Stopping this run.")
+                return losses, sizes
             running_loss += losses[-1]
             if i % PRINT_EVERY == PRINT_EVERY - 1:
                 grad = size(p.grad for p in model.parameters())
                 buffer = size(optimizer.state[p]["momentum_buffer"] for p in model.parameters())
+                sizes.append((grad, buffer))
                 print(f"[{epoch + 1}, {i + 1:5d}] loss: {running_loss / PRINT_EVERY:.3f}   "
                       f"size of .grad: {grad:9.3g}   momentum buffer: {buffer:9.3g} ({buffer / grad:.1f} x)")
                 running_loss = 0.0
-    return losses
+    return losses, sizes
 
 
 def train_from_initial_weights(zero_grad):
@@ -245,10 +258,10 @@ def train_from_initial_weights(zero_grad):
     model = Net().to(device)
     model.load_state_dict(initial_weights)
     start = time.perf_counter()
-    losses = train(model, zero_grad)
+    losses, sizes = train(model, zero_grad)
     seconds = time.perf_counter() - start
     print(f"Finished in {seconds:.1f} s")
-    return model, losses, seconds
+    return model, losses, sizes, seconds
 
 
 # %%
@@ -258,15 +271,27 @@ def train_from_initial_weights(zero_grad):
 # This is the loop everyone should write. The loss starts near 2.3, the loss
 # of guessing uniformly among ten classes (ln 10), and falls steadily.
 
-net, losses_with, time_with = train_from_initial_weights(zero_grad=True)
+net, losses_with, sizes_with, time_with = train_from_initial_weights(zero_grad=True)
+
+
+def print_size_ranges(sizes):
+    """The range of the ``.grad`` sizes and of the buffer's ratio to them, over the printed lines."""
+    grads = [grad for grad, _ in sizes]
+    ratios = [buffer / grad for grad, buffer in sizes]
+    print(f"over the printed lines: size of .grad {min(grads):.3g} to {max(grads):.3g}, "
+          f"momentum buffer {min(ratios):.1f} to {max(ratios):.1f} times as large")
+
+
+print_size_ranges(sizes_with)
 
 # %%
-# The mean loss falls from 2.163 over the first 2,500 steps to 1.319 over the
-# last 2,500. The sizes show what the optimizer works with. ``.grad`` is the
-# gradient of the current mini-batch of 4 images; at the printed steps its size
-# is between 3.45 and 10.1. The momentum buffer adds up past gradients with
-# weights that shrink by a factor of 0.9 per step, yet it is only 1.6 to 4.1
-# times as large: the gradients of different mini-batches point in different
+# The mean loss falls steadily, most in the first epoch. The sizes show what
+# the optimizer works with. ``.grad`` is the gradient of the current
+# mini-batch of 4 images, so its size changes from line to line, in the range
+# printed last. The momentum buffer adds up past gradients with weights that
+# shrink by a factor of 0.9 per step, which would make it ten times a
+# gradient that never changed. Yet it is only a few times as large as
+# ``.grad``: the gradients of different mini-batches point in different
 # directions and partly cancel.
 #
 # Train again without it
@@ -290,19 +315,28 @@ net, losses_with, time_with = train_from_initial_weights(zero_grad=True)
 # the learning rate times the buffer. The mini-batches' gradients are piled up
 # twice: once in ``.grad``, and again, about ten times over, in the buffer.
 
-net_without, losses_without, time_without = train_from_initial_weights(zero_grad=False)
+net_without, losses_without, sizes_without, time_without = train_from_initial_weights(zero_grad=False)
+grad_with, grad_without = sizes_with[0][0], sizes_without[0][0]
+print(f"at the first printed line, .grad is {grad_without / grad_with:.3g} times as large as in the normal run")
 
 # %%
-# The first printed line shows both piles. After 2,500 steps ``.grad`` has size
-# 3.05e+08, against 3.57 in the normal run at the same point, and the momentum
-# buffer is 10.0 times as large again. The mean loss of those 2,500 steps,
-# 20978.136, is far above the 2.3 of random guessing: steps that large throw
-# the weights to places where the network's outputs, and so its loss, are
-# huge. At step 2,792 the outputs no longer fit in a 32-bit float, the loss is
-# ``nan``, and the loop reports the step and stops. That last part is down to
-# the exact numbers: started from initial weights changed by amounts as small
-# as rounding errors, or run with a different number of threads, the same run
-# can instead reach the end of both epochs, with a huge loss.
+# The first printed line shows both piles. ``.grad`` is far larger than in
+# the normal run at the same step (the last line above says how many times),
+# and the momentum buffer is about ten times as large again, as the arithmetic
+# above predicts. The mean loss of those steps is well above the 2.3 of random
+# guessing: steps that large throw the weights to places where the network's
+# outputs, and so its loss, are huge.
+#
+# How the run ends depends on the exact numbers, and the lines above show how
+# it ended on the machine that built this page. Either the loss at some step
+# is no longer a finite number, because the outputs or the weights have
+# overflowed ``float32``: the loop then reports the step, how large the
+# outputs were and whether the weights are still finite, and stops. Or the
+# run reaches the end of both epochs, with a loss far above that of random
+# guessing. Started from initial weights
+# changed by amounts as small as rounding errors, run with a different number
+# of threads, on another kind of CPU or on a GPU, the same run can end either
+# way, and at another step.
 #
 # Compare the two runs
 # --------------------
@@ -313,8 +347,8 @@ net_without, losses_without, time_without = train_from_initial_weights(zero_grad
 # learning. On the right, on a logarithmic scale, the steps the run without
 # ``zero_grad()`` lasted, in windows ten times shorter. The dashed line is the
 # loss of random guessing. The circle marks the first window in which the run
-# without ``zero_grad()`` has twice the loss of the normal run. If that run stopped at a non-finite loss, a red vertical line
-# marks the step.
+# without ``zero_grad()`` has twice the loss of the normal run. If that run
+# stopped at a non-finite loss, a red vertical line marks the step.
 
 
 def smooth(losses, window):
@@ -352,7 +386,7 @@ if len(diverged) > 0:
     print(f"Twice the normal loss: step {point[0]:,}, where the mean loss of {window} steps without zero_grad() "
           f"is {point[1]:.2f} against {smooth_with[diverged[0]].item():.2f} with it")
     ax_zoom.plot(*point, "o", color="C1", markersize=9, fillstyle="none")
-    ax_zoom.annotate(f"twice the normal loss\nat step {point[0]:,}", point, xytext=(0.04, 0.8),
+    ax_zoom.annotate(f"step {point[0]:,}:\ntwice the normal loss", point, xytext=(0.04, 0.8),
                      textcoords="axes fraction", arrowprops={"arrowstyle": "->"})
 if stopped:
     ax_zoom.axvline(len(losses_without), color="C3", linewidth=1.5,
@@ -360,7 +394,7 @@ if stopped:
 for ax in (ax_all, ax_zoom):
     ax.axhline(random_guess, color="gray", linestyle="--", linewidth=1, label="random guessing (ln 10)")
     ax.set_xlabel("training step (mini-batch of 4 images)")
-handles, labels = zip(*[(h, l) for ax in (ax_all, ax_zoom) for h, l in zip(*ax.get_legend_handles_labels())])
+handles, labels = zip(*[entry for ax in (ax_all, ax_zoom) for entry in zip(*ax.get_legend_handles_labels())])
 unique = dict(zip(labels, handles))
 fig.legend(unique.values(), unique.keys(), loc="outside lower center", ncols=len(unique))
 fig.suptitle("The same network trained with and without zero_grad()")
@@ -369,10 +403,12 @@ plt.show()
 # %%
 # On the left, the normal run learns: its loss falls well below the 2.3 of
 # random guessing and keeps falling, while the run without ``zero_grad()`` soon
-# leaves the top of the plot. On the right are the 2,792 steps that the second
-# run lasted. Its loss first reaches twice that of the normal run at step 650,
-# then jumps by orders of magnitude in single spikes and keeps climbing between
-# them, until it becomes ``nan`` at the red line.
+# leaves the top of the plot. On the right are the steps that the second run
+# lasted, as many as the title says. Its loss first reaches twice that of the
+# normal run at the step marked by the circle and printed above, then climbs
+# by orders of magnitude, with single spikes higher still, and never comes
+# back down to random guessing. A red line, where there is one, marks the step
+# at which the loss stopped being a finite number.
 #
 # Test accuracy
 # -------------
@@ -402,6 +438,14 @@ def final_loss(losses, last=PRINT_EVERY):
     return sum(losses[-last:]) / len(losses[-last:])
 
 
+def predicted_classes(model):
+    """How many different classes ``model`` predicts over the test images."""
+    model.eval()
+    with torch.no_grad():
+        predictions = torch.cat([model(images).argmax(dim=1) for images in test_images.split(1000)])
+    return len(predictions.unique())
+
+
 accuracy_with = accuracy(net)
 accuracy_without = accuracy(net_without)
 print(f"{'run':<24}{'steps':>8}{'final loss':>14}{'test accuracy':>16}{'time (s)':>10}")
@@ -410,13 +454,17 @@ for name, losses, test_accuracy, seconds in [
     ("without zero_grad()", losses_without, accuracy_without, time_without),
 ]:
     print(f"{name:<24}{len(losses):>8,}{final_loss(losses):>14.3f}{test_accuracy:>16.1%}{seconds:>10.1f}")
+print(f"classes predicted over the test images: {predicted_classes(net)} with zero_grad(), "
+      f"{predicted_classes(net_without)} without")
 
 # %%
-# With ``zero_grad()`` the network gets 54.0 % of the test images right,
-# roughly one in two, as the classic recipe does after two epochs; ten classes
-# means 10 % for a random guess. The network trained without it has ``nan``
-# weights by now, so it gives every image the same answer, and that answer is
-# right for one class in ten: 10.0 %.
+# With ``zero_grad()`` the network gets roughly one test image in two right,
+# as the classic recipe does after two epochs; ten classes means 10 % for a
+# random guess. The last line says how many different answers each network
+# gives. Where the network trained without ``zero_grad()`` gives a single
+# answer to every image, as it does when its weights are ``nan`` or when one
+# of its outputs dwarfs the others whatever the image, it is right for exactly
+# one test image in ten, since the test set holds 1,000 images of each class.
 #
 # ``model.zero_grad()`` or ``optimizer.zero_grad()``?
 # ---------------------------------------------------
@@ -464,10 +512,33 @@ print("frozen all but fc3, after backward():", len(parameters_with_gradient(mode
       "have a gradient:", ", ".join(parameters_with_gradient(model)))
 
 # %%
+# Freezing only stops *later* backward passes from writing to ``.grad``. It
+# does not clear a gradient that a parameter already has, and an optimizer
+# that was given the parameter still applies it: optimizers skip a parameter
+# whose ``.grad`` is ``None``, not one that no longer requires gradients.
+# Here every parameter gets a gradient from one backward pass, then ``conv1``
+# is frozen, and an optimizer that holds every parameter steps twice:
+
+model = Net().to(device)
+optimizer = optim.SGD(model.parameters(), lr=0.001, momentum=0.9)
+F.cross_entropy(model(inputs), labels).backward()
+model.conv1.requires_grad_(False)
+conv1_before = model.conv1.weight.detach().clone()
+for _ in range(2):
+    optimizer.step()
+print(f"conv1 frozen after backward(): .grad still set: {model.conv1.weight.grad is not None}, "
+      f"moved by optimizer.step(): {not torch.equal(model.conv1.weight, conv1_before)}")
+
+# %%
+# So freeze layers before their first backward pass, or clear their gradients
+# when you freeze them, and give the optimizer only the parameters it trains.
+
+# %%
 # Summary
 # -------
 #
-# * ``loss.backward()`` adds to ``.grad``; it never overwrites it.
+# * ``loss.backward()`` adds to ``.grad`` (and sets it where it is ``None``);
+#   it never overwrites what is there.
 # * Call ``optimizer.zero_grad()`` once per step, before ``loss.backward()``
 #   (the start of the loop is the usual place).
 # * Forget it, and ``.grad`` becomes the running sum of all past gradients:
@@ -475,8 +546,9 @@ print("frozen all but fc3, after backward():", len(parameters_with_gradient(mode
 #   top makes its steps about ten times larger still, and with mini-batches
 #   the steps grow until the loss is out of control.
 # * To fine-tune part of a model, freeze the rest with
-#   ``requires_grad_(False)``, so that no gradients pile up where no optimizer
-#   clears them.
+#   ``requires_grad_(False)`` before any backward pass (or clear their
+#   gradients as you freeze them), and give the optimizer only what it trains,
+#   so that no gradients pile up, or linger, where no optimizer clears them.
 #
 # Accumulating gradients is sometimes exactly what you want, for example to
 # train with a larger batch than fits in memory; :ref:`gradient_accumulation`

@@ -7,13 +7,13 @@
 数据并行训练在多个进程里各放一份模型副本，这些进程称为「工作进程」。每个工作进程
 只处理一批数据中属于自己的那一份；``torch.nn.parallel.DistributedDataParallel``
 （DDP）在 ``backward()`` 期间用 all-reduce（全归约）把所有工作进程的梯度取平均，
-于是每份副本都执行同样的更新步。再加上梯度累积（:ref:`gradient_accumulation`），
+于是每份副本都执行同样的更新步。再加上梯度累积（见《:ref:`gradient_accumulation`》），
 就多出一笔开销：DDP 在每次 ``backward()`` 中都做 all-reduce，也就是每个微批量一次，
 而优化器其实只需要在每个更新步的最后一个微批量之后拿到一次平均值。
 
 ``model.no_sync()`` 可以为最后一个之前的那些微批量关掉这个 all-reduce。本教程
-真正地运行 DDP：两个进程，在 CPU 上使用 ``gloo`` 后端；如果机器上有两块 GPU，
-则在 GPU 上使用 ``nccl``。本教程展示：
+实际运行 DDP：两个进程，在 CPU 上使用 ``gloo`` 后端；如果机器上有两块 GPU，
+则在 GPU 上使用 ``nccl``。它会展示：
 
 * 用了 ``no_sync()`` 之后，累积得到的梯度就等于在单个进程中对整批数据算出的梯度；
 * 每个更新步调用多少次 all-reduce（用 DDP 的通信钩子来数），以及每个更新步耗时多少；
@@ -61,7 +61,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 # ----------------------------
 #
 # ``torchrun`` 为每个工作进程启动一个进程，并通过环境变量告诉它自己是谁：有
-# ``RANK``（它在所有工作进程中的编号）、``LOCAL_RANK``（它在本机上的编号）、
+# ``RANK``\ （它在所有工作进程中的编号）、``LOCAL_RANK``\ （它在本机上的编号）、
 # 总数 ``WORLD_SIZE`` 和本机上的个数 ``LOCAL_WORLD_SIZE``，以及到哪里与其他进程
 # 会合（``MASTER_ADDR``、``MASTER_PORT``）。没有这些变量，说明脚本是单独启动的。
 #
@@ -69,8 +69,13 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 # 工作进程共用 CPU，通过 ``gloo`` 通信。这里的判断用的是
 # ``torch.cuda.device_count()``，而不是常见的 ``torch.cuda.is_available()``：
 # 前者在可能时通过 NVML 查询，这样就不会在本进程中初始化 CUDA；后者会初始化 CUDA
-# 驱动，PyTorch 的文档把这叫作 poison fork：此后 fork 出来的进程都无法再使用
-# CUDA，而这个脚本正是 fork 出工作进程的（见下文）。
+# 驱动，也就是 PyTorch 文档所说的「poison fork」（此后 fork 出来的进程都无法再使用
+# CUDA），而这个脚本正是 fork 出工作进程的（见下文）。在笔记本中，如果前面的
+# 单元格已经用过 CUDA（哪怕只调用过 ``torch.cuda.is_available()``），或者在本站的
+# 构建中（同一个进程先运行了排在前面的教程），这件事已经发生了。从这样的进程 fork
+# 出来的工作进程处于「bad fork」状态，只有私有函数 ``torch.cuda._is_in_bad_fork()``
+# 能查出来；这时工作进程改用 CPU 上的 ``gloo``，脚本会打印一行说明，而不是在第一次
+# 调用 CUDA 时出错。用 torchrun 启动时，每个工作进程都是全新的进程，可以使用自己的 GPU。
 
 UNDER_TORCHRUN = "LOCAL_RANK" in os.environ
 WORKERS_ON_THIS_MACHINE = int(os.environ.get("LOCAL_WORLD_SIZE", 2))
@@ -84,10 +89,10 @@ BACKEND = "nccl" if torch.cuda.device_count() >= WORKERS_ON_THIS_MACHINE else "g
 # 微批量，每个 16 个样本点。有两个工作进程时，**等效批量大小** 是
 # 2 × 4 × 16 = 128 个样本点。
 #
-# ``global_batch(step, world_size)`` 用以更新步编号为种子的随机数生成器，当场生成
+# ``global_batch(step, world_size)`` 用一个以更新步编号为种子的随机数生成器，当场生成
 # 一个更新步的整批数据，因此每个进程都能生成完全相同的数据，不需要传来传去；而
 # ``my_micro_batches`` 只留下本工作进程的那一份。（真正的程序会用
-# ``DistributedSampler`` 把数据集分给各个工作进程。）``make_model`` 会先设置随机
+# ``DistributedSampler`` 把数据集分给各个工作进程。）\ ``make_model`` 会先设置随机
 # 种子，所以每个进程的模型都从相同的权重出发。
 
 K = 4  # 每个工作进程在每个更新步中的微批量个数
@@ -127,7 +132,7 @@ def my_micro_batches(step, rank, world_size, device):
 # 在 DDP 下做累积的三种写法
 # -------------------------
 #
-# 三种写法都做 ``K`` 次前向传播和反向传播，并像 :ref:`gradient_accumulation`
+# 三种写法都做 ``K`` 次前向传播和反向传播，并像《:ref:`gradient_accumulation`》
 # 里那样把每个损失除以 ``K``。区别只在于 ``no_sync()`` 放在哪里：
 #
 # * ``sync every micro-batch`` 不改动 DDP：每次 ``backward()`` 都做 all-reduce；
@@ -206,7 +211,7 @@ def make_ddp_model(device):
 # ``measure`` 用一种累积循环训练一个新建的 DDP 模型。第 0 个更新步给出要与单进程
 # 结果比较的梯度（在任何参数更新之前取，所以每种循环都从相同的权重出发）；它同时
 # 也是预热，而且 DDP 正是在这一步之后按梯度实际算好的顺序重建它的桶。之后的各个
-# 更新步计时，并数出其中的 all-reduce 调用；``dist.barrier()`` 让所有工作进程
+# 更新步都会计时，并统计其中的 all-reduce 调用次数；``dist.barrier()`` 让所有工作进程
 # 同时开始每个更新步。
 
 
@@ -241,7 +246,7 @@ def measure(accumulate, rank, world_size, device):
 
 # %%
 # 对于分片的模型，FSDP2 的 ``fully_shard`` 把每个参数及其梯度切分到各个工作进程上；
-# 它的反向传播不对梯度做 all-reduce，而是做 reduce-scatter（归约-分散）：每个
+# 它的反向传播不对梯度做 all-reduce，而是做 reduce-scatter（归约散射）：每个
 # 工作进程只收到自己那一片梯度在所有工作进程上的平均值。它用于梯度累积的开关是
 # ``model.set_requires_gradient_sync(False)``，在每个不该通信的微批量做前向传播
 # 之前设置。``full_tensor()`` 把分片的梯度重新拼成完整的张量，以便比较。
@@ -263,14 +268,16 @@ def fsdp2_gradient(rank, world_size, device):
 
 # %%
 # ``run_worker`` 是一个工作进程要做的全部事情：与其他进程会合（组成「进程组」），
-# 选定设备，完成测量，然后离开进程组。设置了超时之后，一个等待已死工作进程的集合
-# 通信调用会在 60 秒后报错，而不是永远等下去。
+# 选定设备，完成测量，然后离开进程组。设置超时后，如果某个集合
+# 通信调用在等一个已经退出的工作进程，它会在 60 秒后报错，而不是永远等下去。
 
 
 def run_worker(rank, local_rank, world_size, init_method):
-    dist.init_process_group(BACKEND, init_method=init_method, rank=rank, world_size=world_size,
+    # 如果本进程在 fork 之前已经初始化了 CUDA，fork 出来的工作进程就用不了它（见上文）。
+    backend = "gloo" if BACKEND == "nccl" and torch.cuda._is_in_bad_fork() else BACKEND
+    dist.init_process_group(backend, init_method=init_method, rank=rank, world_size=world_size,
                             timeout=datetime.timedelta(seconds=60))
-    device = torch.device("cuda", local_rank) if BACKEND == "nccl" else torch.device("cpu")
+    device = torch.device("cuda", local_rank) if backend == "nccl" else torch.device("cpu")
     if device.type == "cuda":
         torch.cuda.set_device(device)
     results = {"device": str(device), "backend": dist.get_backend(), "world size": world_size}
@@ -298,9 +305,9 @@ def run_worker(rank, local_rank, world_size, init_method):
 # rank 0 把结果保存到这个文件夹中的一个文件里，等所有工作进程结束后，本进程再去
 # 读取。如果某个工作进程抛出异常，``join`` 会终止其他进程，并在这里抛出错误。
 # 不过，一个工作进程失败后，其他工作进程很快也会在下一次集合通信时失败
-# （「Connection closed by peer」），而 ``join`` 报告的是它最先注意到的那个失败。
+# （``Connection closed by peer``），而 ``join`` 报告的是它最先注意到的那个失败。
 # 所以失败的工作进程还会把自己的 traceback 写进一个以时间命名的文件，这里抛出的
-# 是其中最早的那个错误。一个截止时间防止某个工作进程永远不结束；``finally`` 子句
+# 是其中最早的那个错误。另设一个截止时间，以防某个工作进程一直不结束；``finally`` 子句
 # 则杀掉并回收剩下的所有进程。
 #
 # 每个工作进程只用一个线程，这与 torchrun 的默认设置相同：如果本进程已经执行过
@@ -352,18 +359,22 @@ if UNDER_TORCHRUN:
 else:
     results = start_local_workers(world_size=2)
 
+if results["backend"] != BACKEND:
+    print("CUDA was initialised in this process before the workers were forked, so they could not use "
+          "the GPUs: they ran on the CPU with gloo (run the script in a fresh process, or with torchrun, "
+          "to use the GPUs)")
 print(f"Using device: {results['device']}")
 print(f"Backend: {results['backend']}, world size: {results['world size']}")
 
 # %%
-# 你正在阅读的这个页面是在 CPU 上构建的，所以它的两个工作进程用的是 ``gloo`` 后端。
+# 上面几行打印了本页的两个工作进程用的是哪种设备和后端。
 #
 # 累积得到的梯度等于整批梯度吗？
 # ------------------------------
 #
-# 参照值在这里、在这一个进程中、不经过 DDP 算出：对第 0 个更新步的整批数据（所有
+# 参考值就在本进程中、不经过 DDP 直接算出：对第 0 个更新步的整批数据（所有
 # 工作进程的份额合在一起）做一次前向传播和一次反向传播。``compare`` 就是
-# :ref:`gradient_accumulation` 中的那个检查：用 ``torch.allclose`` 比较，容差与
+# 《:ref:`gradient_accumulation`》中的那个检查：用 ``torch.allclose`` 比较，容差与
 # 梯度的大小成比例，并打印最大的绝对差。
 
 
@@ -419,13 +430,13 @@ for name in ACCUMULATION_LOOPS:
 #
 # 陷阱写法做 all-reduce 的次数与完全不用 ``no_sync()`` 一样多。DDP 在 **前向传播**
 # 中就决定了下一次反向传播是否做 all-reduce：在 ``no_sync()`` 之外执行的前向传播
-# 会让 DDP 的 reducer 为此做好准备，之后再围着 ``backward()`` 关掉同步已经太晚了。
+# 会让 DDP 的 reducer 为此做好准备，之后再只用 ``no_sync()`` 包住 ``backward()`` 来关闭同步，已经太晚了。
 # 梯度依然正确（见上文），所以不会有任何提示：没有我们这样的计数钩子，就只有
 # 耗时能看出问题。
 #
-# 下图画的是同样的数字。耗时取决于机器：本页的数字来自构建它的那台机器，两个工作
-# 进程共用这台机器的 CPU，通过 ``gloo`` 通信，数据不出这台机器。跨机器通过网络
-# 通信时，all-reduce 的开销通常比这里更大。
+# 下图画的是同样的数字。耗时取决于机器：本页的数字来自构建它的那台机器，设备和
+# 后端见上面的打印结果；两个工作进程都在这一台机器上，数据没有经过网络。跨机器
+# 通过网络通信时，all-reduce 的开销通常比这里更大。
 
 allreduce_calls = [max(results[name]["all-reduce calls"]) for name in ACCUMULATION_LOOPS]
 step_milliseconds = [median_milliseconds(name) for name in ACCUMULATION_LOOPS]
@@ -468,11 +479,11 @@ compare("FSDP2, set_requires_gradient_sync == full batch", results["FSDP2"], ref
 #   就已经决定要做 all-reduce。梯度是对的，通信量却是所需的 ``K`` 倍。
 # * FSDP2 中对应的做法是 ``model.set_requires_gradient_sync(False)``。
 # * ``torchrun --nproc_per_node=N`` 会把这个脚本本身作为 ``N`` 个工作进程运行。
-# * :ref:`accumulation_in_practice` 把梯度累积放进一个真正的训练循环，而
-#   :ref:`zero_grad_pitfalls` 说明 ``zero_grad()`` 在其中应该放在哪里。
+# * 《:ref:`accumulation_in_practice`》把梯度累积放进一个真正的训练循环，而
+#   《:ref:`zero_grad_pitfalls`》说明 ``zero_grad()`` 在其中应该放在哪里。
 
 # sphinx_gallery_thumbnail_number = 1
 
 # sphinx_gallery_start_ignore
-# Translates recipes/en/distributed_accumulation.py, English text 7617594abfb7a8c2 (make translation-status)
+# Translates recipes/en/distributed_accumulation.py, English text 2bf1c1fca6b4aaba (make translation-status)
 # sphinx_gallery_end_ignore

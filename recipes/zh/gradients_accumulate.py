@@ -154,7 +154,7 @@ def backward_both(one_after_the_other):
     y.register_hook(gradients_reaching_y.append)  # 每当反向传播到达 y 时调用
     first, second = y.sum(), (y / 2).sum()
     if one_after_the_other:
-        first.backward(retain_graph=True)  # 不保留计算图，second.backward() 就会像上面那样报错
+        first.backward(retain_graph=True)  # 如果不保留计算图，second.backward() 就会像上面那样报错
         second.backward()
     else:
         (first + second).backward()
@@ -228,7 +228,7 @@ plt.show()
 #
 # * ``backward()`` 把算出的梯度加到 ``.grad`` 上，从不替换原有的值。
 # * ``optimizer.step()`` 直接使用 ``.grad`` 里的值，不管里面累积了多少。
-# * ``optimizer.zero_grad()`` 把 ``.grad`` 设为 ``None``（传入 ``set_to_none=False``
+# * ``optimizer.zero_grad()`` 把 ``.grad`` 设为 ``None``\ （传入 ``set_to_none=False``
 #   时则填成零），让下一次反向传播从头开始。
 # * 两个损失共用一张计算图时，对它们的和做反向传播。``retain_graph=True`` 留给需要
 #   单独拿到每个损失梯度的场合；无论哪种做法，梯度都会在 ``.grad`` 里加起来。

@@ -88,7 +88,7 @@ print(f"least-squares line: w = {w_best:.4f}, b = {b_best:.4f}, "
 #
 # 每次迭代计算损失，调用 ``backward()``，再让 ``w`` 和 ``b`` 沿梯度的反方向
 # 移动。更新放在 ``torch.no_grad()`` 里进行，这样 autograd 就不会把它记成下一次
-# 计算的一部分。更新是原地修改 ``w`` 和 ``b``，它们仍是收集梯度的叶子张量。
+# 计算的一部分。更新原地修改 ``w`` 和 ``b``，所以它们仍是会收集梯度的叶子张量。
 #
 # 我们把这两次迭代运行两遍：一遍照原样运行，另一遍在第二次 ``backward()`` 之前
 # 先调用 ``w.grad.zero_()`` 和 ``b.grad.zero_()``。两遍的第一次迭代相同，所以
@@ -245,7 +245,7 @@ plt.show()
 # ------------
 #
 # 不清零时，第 *t* 次迭代之后的 ``.grad`` 是到目前为止全部 *t* 个梯度之和，每次
-# 更新都减去 ``lr`` 乘以这个和。每次迭代都加上最新梯度的和，就是一个
+# 更新都减去 ``lr`` 乘以这个和。一个每次迭代都要再加上最新梯度的累加和，就是
 # **速度**：参数就像一个在损失这只碗里滚动、完全没有摩擦的小球。它一路加速冲下
 # 去，冲过碗底，爬上对面直到停住，再滚回来，永不停歇。
 #
@@ -271,16 +271,17 @@ def train_with_momentum(momentum, iterations=1000):
 
 losses_momentum = train_with_momentum(momentum=1.0)
 difference = max(abs(p - q) for p, q in zip(losses_momentum, losses_without))
-print(f"largest difference from the never-zeroed loss curve: {difference:.2e}")
+print(f"largest difference from the never-zeroed loss curve: {difference:.2e}, "
+      f"on losses up to {max(losses_without):.1f}")
 last = train_with_momentum(momentum=0.9)[-100:]
 print(f"momentum 0.9, zeroed: loss over the last 100: {min(last):.4f} to {max(last):.4f}")
 
 # %%
-# 损失最高达到 91.7，两条曲线相差不超过 2.44e-04。这点差别来自浮点舍入：手写的
-# 更新和 ``optimizer.step()`` 算的是同一个量，但走的是不同的代码，舍入
-# 可能不同，摆动又把这些差别一路带了下去。差别有多大取决于 CPU 的向量指令：
-# 设置环境变量 ``ATEN_CPU_CAPABILITY=default``，让 PyTorch 只用普通指令，
-# 这里的差别就正好是 0。所以，忘了 ``zero_grad()`` 的训练循环，实际上是在运行
+# 两条曲线的差别不超过上面打印的最大差值，而损失本身最高达到其后打印的大小。
+# 若有差别，也只来自浮点舍入：手写的更新和 ``optimizer.step()`` 算的是同一个量，
+# 但走的是不同的代码，舍入可能不同，摆动又把这些差别一路带了下去。有没有差别取决于
+# CPU 的向量指令：设置环境变量 ``ATEN_CPU_CAPABILITY=default``，让 PyTorch
+# 只用普通指令，这里的差别就正好是 0。所以，忘了 ``zero_grad()`` 的训练循环，实际上是在运行
 # 没有摩擦的动量 SGD。常用的动量，比如 0.9，每一步只保留之前速度的 90%；
 # 正是这部分速度的损耗，让摆动得以逐渐平息。调用 ``zero_grad()`` 并使用 0.9 的
 # 动量，同样的拟合在最后 100 次迭代中损失始终是 0.7215，即最小二乘的最小值。
@@ -292,7 +293,7 @@ print(f"momentum 0.9, zeroed: loss over the last 100: {min(last):.4f} to {max(la
 # 梯度，这里每次取 4 个点，顺序随机打乱，每遍历一次数据共 5 个小批量。每个小
 # 批量都有自己的最佳直线，它的梯度把参数拉向这条直线，而不是拉向全部点的最佳
 # 直线。清零时，每次拉动只起一次作用就消失了，平均下来相互抵消。不清零时，
-# 每次拉动都留在累积和里，在之后的每次迭代中继续起作用，没有任何东西把它去掉。
+# 每次拉动都留在累积和里，在之后的每次迭代中继续起作用，也没有任何机制把它去掉。
 # 下面几次运行和前面一样，起点相同，学习率也相同，只是改用了小批量。每次运行
 # 把 1,000 次迭代等分成四段，打印每段中最大的损失（在全部 20 个点上计算）。
 
@@ -320,7 +321,7 @@ plt.show()
 
 # %%
 # 用全部 20 个点时，摆幅有界：每段的最大损失都在 91.49 到 91.69 之间，
-# 比初始损失 83.8424 高出约 9%，运行多久都是如此。用小批量时，没有任何东西约束
+# 比初始损失 83.8424 高出约 9%，运行多久都是如此。用小批量时，没有任何机制约束
 # 摆动，摆幅越来越大：每段的最大损失从第一段的 980.1 变为最后一段的
 # 2.854e+05，图中也能看到摆动一轮比一轮剧烈。清零时，同样的小批量让损失在最后
 # 100 次迭代中降到 0.8237 到 0.9781 之间。每个梯度只来自 4 个点，所以比用全部 20 个点时波动大，但已经稳定
@@ -387,5 +388,5 @@ for name, zero_grad in [("with zero_grad()", True), ("without zero_grad()", Fals
 # sphinx_gallery_thumbnail_number = 1
 
 # sphinx_gallery_start_ignore
-# Translates recipes/en/linear_regression_without_zero_grad.py, English text 34258d1a5dd093f5 (make translation-status)
+# Translates recipes/en/linear_regression_without_zero_grad.py, English text 1bff52f851c3f29f (make translation-status)
 # sphinx_gallery_end_ignore

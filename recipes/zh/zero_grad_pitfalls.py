@@ -183,7 +183,7 @@ for name, zero_grad in [("optimizer.zero_grad()", lambda model, optimizer: optim
 # ``detach()``，判别器的 ``backward()`` 也会一路穿过生成器，在生成器的 ``.grad``
 # 里留下梯度。
 #
-# 下面，一个处理二维点的小生成器和小判别器完成一次训练迭代，生成的点 **没有** 调用
+# 下面，一个处理二维点的小生成器和小判别器完成一次训练迭代，**没有** 对生成的点调用
 # ``detach()``。我们先看判别器的更新步之后生成器的 ``.grad``，再比较生成器的更新步
 # 在事先清零和不清零两种情况下所用的梯度，以及更新步本身。
 
@@ -208,7 +208,7 @@ def generator_loss():
     return bce(discriminator(generator(noise)), real)
 
 
-# 判别器的更新步，生成的点没有调用 detach()。
+# 判别器的更新步，没有对生成的点调用 detach()。
 discriminator_optimizer.zero_grad()
 generated = generator(noise)  # 正确的写法是 generator(noise).detach()
 discriminator_loss = bce(discriminator(real_points), real) + bce(discriminator(generated), fake)
@@ -235,7 +235,7 @@ print(f"gradient the generator's step uses without zeroing first: norm {without_
 # 残留的梯度和生成器自己的梯度差不多大，方向却相反（余弦相似度为 -1.000）：它是让
 # 生成的点看起来 **更假** 的梯度，也就是判别器的目标。如果没有清零 ``.grad``，更新步
 # 用的是两者之和：方向仍然基本正确（余弦相似度 0.986），长度却只有应有值的六分之一
-# 左右（0.0184 对 0.1190）。
+# 左右（0.0184，而应有值是 0.1190）。
 #
 # 生成器的更新步会怎样使用这个梯度，取决于它的优化器。``generator_update`` 把一个
 # 梯度交给生成器的一份副本，用一个新建的优化器执行一个更新步，返回权重的变化量。
@@ -271,9 +271,9 @@ for name, make_optimizer in [("Adam(lr=1e-3)", lambda params: optim.Adam(params,
 #   错误的梯度，并把它带进之后的更新步。
 #
 # 无论哪种优化器，这个更新步都不是生成器的损失所要求的那一步。标准的防护措施有两条，
-# 大多数 GAN 代码两条都用：在判别器的损失里对生成的点调用 ``detach()``（即
-# ``generator(noise).detach()``），这还能省掉穿过生成器的那段反向传播；以及在每个
-# 网络调用自己的 ``backward()`` 之前，先清零它的梯度。生成器的 ``backward()`` 同样会在
+# 大多数 GAN 代码两条都用：在判别器的损失里对生成的点调用 ``detach()``\ （即
+# ``generator(noise).detach()``），这还能省掉穿过生成器的那段反向传播；以及在对每个
+# 网络做它自己的 ``backward()`` 之前，先清零它的梯度。生成器的 ``backward()`` 同样会在
 # 判别器里留下梯度，下一次判别器更新步开头的 ``discriminator_optimizer.zero_grad()``
 # 会把它们清零。
 #
@@ -490,7 +490,7 @@ print(f"set_to_none=False takes {ratio:.1f}x as long as set_to_none=True")
 # ``None``，此时 ``zero_grad(set_to_none=False)`` 对每个梯度依次调用 ``zero_()``：
 # 一共 62 次单独的运算，在 CUDA GPU 上就是 62 次核函数启动。GPU 写 44.6 MiB 用不了
 # 多少时间，所以在 GPU 上，开销主要来自这些启动以及外面那层 Python 循环，而不是显存
-# 带宽。以 ``foreach=True``（或 ``fused=True``）创建的优化器则不同：它的
+# 带宽。以 ``foreach=True``\ （或 ``fused=True``）创建的优化器则不同：它的
 # ``zero_grad()`` 先按设备和数据类型把梯度分组，再对每组调用一次
 # ``torch._foreach_zero_``，在 CUDA 上一次核函数启动就能清零许多张量。在 CPU 上它
 # 没有多大区别，表中的数字也说明了这一点：``_foreach_zero_`` 的 CPU 版本仍然一个张量接一个
@@ -513,8 +513,8 @@ print(f"set_to_none=False takes {ratio:.1f}x as long as set_to_none=True")
 #   或者一张计算图上有好几个优化器，就在每组参数自己的 ``backward()`` 之前清零
 #   它们的梯度，或者对不该让另一个网络看到的张量调用 ``detach()``。
 # * 默认的 ``set_to_none=True`` 开销更小，还让优化器跳过没有得到梯度的参数；
-#   换成零梯度，用了权重衰减，或者用了动量或 Adam 且之前已经有过更新步时，参数
-#   仍会移动。
+#   如果换成零梯度，那么在用了权重衰减，或用了动量或 Adam 且之前已有更新步的情况下，
+#   参数仍会移动。
 # * 推理时请用 ``torch.no_grad()`` 或 ``torch.inference_mode()``，因为
 #   ``zero_grad()`` 并不会关掉 autograd。
 # * 有时梯度是有意累积的：见《:ref:`gradient_accumulation`》。

@@ -5,16 +5,23 @@
 ====================
 
 每次调用 ``loss.backward()``，新算出的梯度都会 **加到** 各个参数的 ``.grad``
-属性上。PyTorch 从不自动清零 ``.grad``，这件事要由训练循环来做：每个小批量调用一次
-``optimizer.zero_grad()``。如果不清零，每次更新用的就不是当前小批量的梯度，而是到目前为止所有梯度之和。
+属性上（``.grad`` 还是 ``None`` 时则直接设为这个梯度）。PyTorch 从不自动清零
+``.grad``，这件事要由训练循环来做：每个小批量调用一次 ``optimizer.zero_grad()``。
+如果不清零，每次更新用的就不是当前小批量的梯度，而是到目前为止所有梯度之和。
 
 本教程把经典的小型 CIFAR-10 图像分类器训练两遍，两遍的初始权重相同，小批量的顺序也相同：
 
 1. 按常规写法，在每个更新步开始时调用 ``optimizer.zero_grad()``；
 2. 其余完全一样，只删掉这一行。
 
-然后画出两条损失曲线，比较两者的测试准确率，最后说明 ``model.zero_grad()`` 和
-``optimizer.zero_grad()`` 在什么情况下作用不同。
+你将学到：
+
+* 少了这一行，真实的训练会怎样：训练过程中 ``.grad`` 和 SGD 动量缓冲区的大小、
+  损失曲线、测试准确率；
+* 为什么不调用 ``zero_grad()`` 的训练像一个永远不会减速的球，它最后怎样收场又为什么
+  取决于机器；
+* ``model.zero_grad()`` 和 ``optimizer.zero_grad()`` 在什么情况下作用不同，以及怎样
+  冻结网络层才不会留下过时的梯度。
 
 .. note::
    相关教程：《:ref:`gradients_accumulate`》在一个含两个元素的张量上演示累积的
@@ -28,17 +35,18 @@
 # --------
 #
 # 除了 PyTorch，还要用 torchvision 加载数据集，用 matplotlib 画图。有 CUDA GPU
-# 时本教程在 GPU 上运行，否则在 CPU 上运行；在 CPU 上大约需要一两分钟。
+# 时本教程在 GPU 上运行，否则在 CPU 上运行；在 CPU 上大约需要一两分钟。随机种子
+# 让每次运行得到相同的随机数，初始权重和下文小批量的顺序因此都相同。
 #
-# 随机种子让每次运行得到相同的随机数，初始权重和下文小批量的顺序因此都相同。
-# 在 CPU 上，只要机器、PyTorch 版本和线程数不变，除了耗时以外，整个输出每次运行
-# 都完全一样（本页是用一个线程构建的，即 ``OMP_NUM_THREADS=1``）。换一个线程数，
-# 求和的顺序就不同，不调用 ``zero_grad()`` 的训练可能走上完全不同的路，例如不一定
-# 以 ``nan`` 结束。在 CUDA GPU 上，相同的只有起点和小批量的顺序。cuDNN 在卷积的反向传播中可能选用非确定性
-# 的算法，每次运行求和的结果都略有不同；在支持 TF32 的 GPU 上，cuDNN 还默认用
-# TF32 计算卷积，尾数位比 CPU 上的 float32 少。所以 GPU 上的数字每次运行都会
-# 变，和本页的数字也不一样：正常训练只差一点；不调用 ``zero_grad()`` 的训练会把
-# 微小的差别放大，可能差得很远。
+# .. note::
+#    **你的数字会和本页一样吗？** 在 CPU 上，只要机器、PyTorch 版本和线程数不变，
+#    除了耗时以外，整个输出每次运行都完全一样。页面底部的记录写明了本页运行时的
+#    条件：CPU 的指令集级别（PyTorch 的核函数所用的向量指令，如 AVX512 或 AVX2）
+#    和线程数。换一种指令集级别或线程数，同样的数相加的顺序不同，舍入也不同。正常
+#    训练只会差一点；不调用 ``zero_grad()`` 的训练会把微小的差别放大，可能走上完全
+#    不同的路，所以下文把每一种可能的走向都讲到了。在 CUDA GPU 上，相同的只有起点和
+#    小批量的顺序：cuDNN 在卷积的反向传播中可能选用非确定性的算法；在支持 TF32 的
+#    GPU 上，cuDNN 还默认用 TF32 计算卷积，尾数位比 CPU 上的 float32 少。
 
 import copy
 import math
@@ -67,7 +75,7 @@ torch.manual_seed(0)  # 每次运行的初始权重都相同（其他结果能�
 # 加载 CIFAR-10 并归一化
 # ----------------------
 #
-# CIFAR-10 有十个类别的 32x32 像素图像，训练图像 50,000 张，测试图像 10,000 张。
+# CIFAR-10 有十个类别的 32×32 像素图像，训练图像 50,000 张，测试图像 10,000 张。
 # 能联网时，torchvision 会把它下载到 ``./data``。不能联网时，请把环境变量
 # ``CIFAR10_ROOT`` 指向一份本地副本，目录结构为 ``train/<class>/*.jpg`` 和
 # ``test/<class>/*.jpg``。
@@ -176,8 +184,8 @@ initial_weights = copy.deepcopy(Net().state_dict())
 # 大小、动量缓冲区的大小，以及缓冲区是 ``.grad`` 的多少倍。SGD 在
 # ``optimizer.state`` 里为每个参数保存一个动量缓冲区，每个更新步都从参数中减去
 # 学习率乘以缓冲区。这里的「大小」指把所有参数的全部数值合在一起求出的欧几里得范数。
-# 一旦损失不再是有限的数，循环就报告出错的位置并停止，因为之后已经学不到任何
-# 有用的东西了。``train_from_initial_weights`` 为每次训练新建一个网络，载入保存
+# 一旦损失不再是有限的数，循环就报告出错的位置、当时输出有多大、权重是否仍然有限，
+# 然后停止，因为之后已经学不到任何有用的东西了。``train_from_initial_weights`` 为每次训练新建一个网络，载入保存
 # 的初始权重，并记录训练耗时。
 
 BATCH_SIZE = 4
@@ -192,11 +200,11 @@ def size(tensors):
 
 
 def train(model, zero_grad, epochs=2):
-    """在训练集上训练 ``model``，返回每个更新步的损失。"""
+    """训练 ``model``；返回每个更新步的损失，以及每一行打印时的两个大小。"""
     criterion = nn.CrossEntropyLoss()
     optimizer = optim.SGD(model.parameters(), lr=0.001, momentum=0.9)
     batch_order = torch.Generator().manual_seed(0)
-    losses = []
+    losses, sizes = [], []
     model.train()
     for epoch in range(epochs):
         running_loss = 0.0
@@ -214,17 +222,20 @@ def train(model, zero_grad, epochs=2):
 
             losses.append(loss.item())
             if not math.isfinite(losses[-1]):
+                finite_weights = all(p.isfinite().all() for p in model.parameters())
                 print(f"Non-finite loss ({losses[-1]}) at epoch {epoch + 1}, batch {i + 1} "
-                      f"(step {len(losses)}): stopping this run.")
-                return losses
+                      f"(step {len(losses):,}): largest output {outputs.abs().max().item():.3g}, "
+                      f"weights finite after this step: {finite_weights}. Stopping this run.")
+                return losses, sizes
             running_loss += losses[-1]
             if i % PRINT_EVERY == PRINT_EVERY - 1:
                 grad = size(p.grad for p in model.parameters())
                 buffer = size(optimizer.state[p]["momentum_buffer"] for p in model.parameters())
+                sizes.append((grad, buffer))
                 print(f"[{epoch + 1}, {i + 1:5d}] loss: {running_loss / PRINT_EVERY:.3f}   "
                       f"size of .grad: {grad:9.3g}   momentum buffer: {buffer:9.3g} ({buffer / grad:.1f} x)")
                 running_loss = 0.0
-    return losses
+    return losses, sizes
 
 
 def train_from_initial_weights(zero_grad):
@@ -232,10 +243,10 @@ def train_from_initial_weights(zero_grad):
     model = Net().to(device)
     model.load_state_dict(initial_weights)
     start = time.perf_counter()
-    losses = train(model, zero_grad)
+    losses, sizes = train(model, zero_grad)
     seconds = time.perf_counter() - start
     print(f"Finished in {seconds:.1f} s")
-    return model, losses, seconds
+    return model, losses, sizes, seconds
 
 
 # %%
@@ -245,13 +256,24 @@ def train_from_initial_weights(zero_grad):
 # 这是大家都应该写的训练循环。损失从 2.3 左右开始，这正是在十个类别中均匀随机
 # 猜测时的损失（ln 10），之后稳步下降。
 
-net, losses_with, time_with = train_from_initial_weights(zero_grad=True)
+net, losses_with, sizes_with, time_with = train_from_initial_weights(zero_grad=True)
+
+
+def print_size_ranges(sizes):
+    """打印各行 ``.grad`` 大小的范围，以及缓冲区与它之比的范围。"""
+    grads = [grad for grad, _ in sizes]
+    ratios = [buffer / grad for grad, buffer in sizes]
+    print(f"over the printed lines: size of .grad {min(grads):.3g} to {max(grads):.3g}, "
+          f"momentum buffer {min(ratios):.1f} to {max(ratios):.1f} times as large")
+
+
+print_size_ranges(sizes_with)
 
 # %%
-# 平均损失从前 2,500 步的 2.163 降到最后 2,500 步的 1.319。打印出的两个大小
-# 说明了优化器在用什么更新参数。``.grad`` 是当前小批量（4 张图像）的梯度，
-# 在打印的各步中，它的大小在 3.45 到 10.1 之间。动量缓冲区把以往的梯度加在
-# 一起，每个梯度的系数每过一步乘以 0.9；可缓冲区只是 ``.grad`` 的 1.6 到 4.1 倍，
+# 平均损失稳步下降，第一轮降得最多。打印出的两个大小说明了优化器在用什么
+# 更新参数。``.grad`` 是当前小批量（4 张图像）的梯度，所以它的大小每行都不一样，
+# 范围见最后一行。动量缓冲区把以往的梯度加在一起，每个梯度的系数每过一步乘以
+# 0.9；如果梯度始终不变，缓冲区就会是它的十倍。可缓冲区只是 ``.grad`` 的几倍，
 # 因为不同小批量的梯度方向各异，相加时会部分抵消。
 #
 # 去掉这一行再训练一次
@@ -259,12 +281,12 @@ net, losses_with, time_with = train_from_initial_weights(zero_grad=True)
 #
 # 初始权重相同，小批量相同，只少了一行代码。现在 ``.grad`` 再也不会被清零：
 # 第 *t* 步之后，它存的是到目前为止全部 *t* 个小批量的梯度之和。如果是普通的
-# SGD，每一步会减去学习率乘以这个和。每步都加上最新梯度的和，其实就是速度。
+# SGD，每一步会减去学习率乘以这个和。一个每步都要再加上最新梯度的累加和，其实就是速度。
 # 所以单是这一点，就已经把 SGD 变成了没有摩擦的重球动量法：一个在损失曲面上
 # 滚动、永远不会减速的球。在《:ref:`linear_regression_without_zero_grad`》的
 # 直线拟合中，损失曲面是一个二次的碗，用全部数据计算梯度时，参数永远围绕最小值
-# 来回摆动，但摆幅有界。改用小批量后，每个小批量的梯度都会把参数往偏离的方向拉一下，这些拉力
-# 没有任何东西来衰减，摆幅就越来越大。
+# 来回摆动，但摆幅有界。改用小批量后，每个小批量的梯度都会把参数往偏离的方向拉一下，
+# 又没有任何机制让这些拉力衰减，摆幅就越来越大。
 #
 # 这里的优化器还叠加了 0.9 的动量。它的缓冲区等于上一步的缓冲区乘以 0.9，再加上
 # ``.grad``。喂给它的是一个不断增大的和，缓冲区最终约为这个和的
@@ -272,16 +294,22 @@ net, losses_with, time_with = train_from_initial_weights(zero_grad=True)
 # 被累积了两遍：一遍在 ``.grad`` 里，另一遍在缓冲区里，而缓冲区约是 ``.grad``
 # 的 10 倍。
 
-net_without, losses_without, time_without = train_from_initial_weights(zero_grad=False)
+net_without, losses_without, sizes_without, time_without = train_from_initial_weights(zero_grad=False)
+grad_with, grad_without = sizes_with[0][0], sizes_without[0][0]
+print(f"at the first printed line, .grad is {grad_without / grad_with:.3g} times as large as in the normal run")
 
 # %%
-# 打印出的第一行就同时显示了这两处累积。2,500 步之后，``.grad`` 的大小是
-# 3.05e+08，而正常训练在同一位置只有 3.57；动量缓冲区又是它的 10.0 倍。这
-# 2,500 步的平均损失是 20978.136，远高于随机猜测的 2.3：这么大的更新步把权重
-# 甩到了网络输出极大、损失也随之极大的地方。到了第 2,792 步，输出大到 32 位
-# 浮点数装不下，损失变成 ``nan``，循环报告是哪一步并停止。最后这一点取决于
-# 确切的数值：初始权重只要改动舍入误差那么一点，或者换一个线程数来运行，同样的
-# 训练就可能一直跑完两轮，只是损失极大。
+# 打印出的第一行就同时显示了这两处累积。``.grad`` 比正常训练在同一步时大得多
+# （大多少倍见上面最后一行），动量缓冲区又是它的十倍左右，与上面的推算一致。
+# 这些步的平均损失明显高于随机猜测的 2.3：这么大的更新步把权重甩到了网络输出极大、
+# 损失也随之极大的地方。
+#
+# 这次训练最后怎样收场，取决于确切的数值；构建本页的机器上的结果见上面的打印。
+# 一种可能是，到了某一步，输出或权重超出了 ``float32`` 的范围，损失不再是有限的数：
+# 循环报告是哪一步、当时输出有多大、权重是否仍然有限，然后停止。另一种可能是，训练
+# 一直跑完两轮，损失远高于随机猜测。初始权重只要
+# 改动舍入误差那么一点，或者换一个线程数、换一种 CPU、换到 GPU 上运行，同样的训练
+# 就可能换一种收场，或者在另一步收场。
 #
 # 比较两次训练
 # ------------
@@ -290,7 +318,8 @@ net_without, losses_without, time_without = train_from_initial_weights(zero_grad
 # 左图用普通刻度画出两次训练的全过程，每个窗口占全部更新步的 1%，看的是正常
 # 训练怎样学习。右图用对数刻度，只画不调用 ``zero_grad()`` 的那次训练持续的
 # 那些步，窗口长度是左图的 1/10。虚线是随机猜测的损失。圆圈标出的窗口，是不调用
-# ``zero_grad()`` 的训练的损失第一次达到正常训练两倍的地方。如果这次训练因损失不再有限而停止，红色竖线标出停止的那一步。
+# ``zero_grad()`` 的训练的损失第一次达到正常训练两倍的地方。如果这次训练因损失
+# 不再有限而停止，红色竖线标出停止的那一步。
 
 
 def smooth(losses, window):
@@ -328,7 +357,7 @@ if len(diverged) > 0:
     print(f"Twice the normal loss: step {point[0]:,}, where the mean loss of {window} steps without zero_grad() "
           f"is {point[1]:.2f} against {smooth_with[diverged[0]].item():.2f} with it")
     ax_zoom.plot(*point, "o", color="C1", markersize=9, fillstyle="none")
-    ax_zoom.annotate(f"损失达到正常训练的两倍：\n更新步 {point[0]:,}", point, xytext=(0.04, 0.8),
+    ax_zoom.annotate(f"第 {point[0]:,} 步：\n损失达到正常训练的两倍", point, xytext=(0.04, 0.8),
                      textcoords="axes fraction", arrowprops={"arrowstyle": "->"})
 if stopped:
     ax_zoom.axvline(len(losses_without), color="C3", linewidth=1.5,
@@ -336,17 +365,18 @@ if stopped:
 for ax in (ax_all, ax_zoom):
     ax.axhline(random_guess, color="gray", linestyle="--", linewidth=1, label="随机猜测（ln 10）")
     ax.set_xlabel("更新步（每步一个小批量，4 张图像）")
-handles, labels = zip(*[(h, l) for ax in (ax_all, ax_zoom) for h, l in zip(*ax.get_legend_handles_labels())])
+handles, labels = zip(*[entry for ax in (ax_all, ax_zoom) for entry in zip(*ax.get_legend_handles_labels())])
 unique = dict(zip(labels, handles))
 fig.legend(unique.values(), unique.keys(), loc="outside lower center", ncols=len(unique))
 fig.suptitle("同一网络调用与不调用 zero_grad() 的训练对比")
 plt.show()
 
 # %%
-# 左图中，正常训练在学习：损失降到远低于随机猜测的 2.3，而且还在继续下降；
-# 不调用 ``zero_grad()`` 的训练则很快冲出了图的上边界。右图是第二次训练持续的
-# 2,792 步。它的损失在第 650 步第一次达到正常训练的两倍，之后在一次次尖峰中
-# 骤然跳高几个数量级，尖峰之间也在不断攀升，直到在红线处变成 ``nan``。
+# 左图中，正常训练确实在学习：损失降到远低于随机猜测的 2.3，而且还在继续下降；
+# 不调用 ``zero_grad()`` 的训练则很快冲出了图的上边界。右图是第二次训练持续的那些步，
+# 步数见图的标题。它的损失在圆圈标出、上面也打印了的那一步第一次达到正常训练的
+# 两倍，之后攀升几个数量级，个别尖峰还要更高，再也没有回落到随机猜测的水平。如果
+# 有红线，它标出的是损失不再有限的那一步。
 #
 # 测试准确率
 # ----------
@@ -374,6 +404,14 @@ def final_loss(losses, last=PRINT_EVERY):
     return sum(losses[-last:]) / len(losses[-last:])
 
 
+def predicted_classes(model):
+    """``model`` 对测试图像一共给出了多少种不同的类别。"""
+    model.eval()
+    with torch.no_grad():
+        predictions = torch.cat([model(images).argmax(dim=1) for images in test_images.split(1000)])
+    return len(predictions.unique())
+
+
 accuracy_with = accuracy(net)
 accuracy_without = accuracy(net_without)
 print(f"{'run':<24}{'steps':>8}{'final loss':>14}{'test accuracy':>16}{'time (s)':>10}")
@@ -382,12 +420,15 @@ for name, losses, test_accuracy, seconds in [
     ("without zero_grad()", losses_without, accuracy_without, time_without),
 ]:
     print(f"{name:<24}{len(losses):>8,}{final_loss(losses):>14.3f}{test_accuracy:>16.1%}{seconds:>10.1f}")
+print(f"classes predicted over the test images: {predicted_classes(net)} with zero_grad(), "
+      f"{predicted_classes(net_without)} without")
 
 # %%
-# 调用 ``zero_grad()`` 时，网络能把 54.0% 的测试图像分对，大约一半，与经典
-# 教程训练两轮后的结果相当；一共十个类别，随机猜测的准确率是 10%。不调用
-# ``zero_grad()`` 训练出的网络，此时权重已经是 ``nan``，所以它对每张图像给出
-# 同一个答案，而这个答案只对十个类别中的一类是对的：10.0%。
+# 调用 ``zero_grad()`` 时，网络大约能把一半的测试图像分对，与经典教程训练两轮后的
+# 结果相当；一共十个类别，随机猜测的准确率是 10%。最后一行是每个网络给出了多少种
+# 不同的答案。如果不调用 ``zero_grad()`` 训练出的网络对每张图像都给出同一个答案
+# （权重已经是 ``nan``，或者某个输出无论输入什么图像都远远大过其他输出时，就会
+# 这样），它恰好能分对十分之一的测试图像，因为测试集中每个类别各有 1,000 张。
 #
 # 用 ``model.zero_grad()`` 还是 ``optimizer.zero_grad()``？
 # ---------------------------------------------------------
@@ -417,7 +458,7 @@ print("after model.zero_grad():       ", len(parameters_with_gradient(model)), "
 
 # %%
 # 只调用 ``optimizer.zero_grad()`` 的话，其余八个参数的梯度会一步接一步地累积
-# 下去。只要没有任何东西更新这些层，这倒无妨，但既浪费内存，也浪费时间。而且
+# 下去。只要这些层一直不被更新，这倒无妨，但既浪费内存，也浪费时间。而且
 # 一旦另一个优化器或后续的训练阶段开始训练这些层，累积下来的梯度就会悄无声息地
 # 把它们弄坏。
 #
@@ -432,17 +473,39 @@ print("frozen all but fc3, after backward():", len(parameters_with_gradient(mode
       "have a gradient:", ", ".join(parameters_with_gradient(model)))
 
 # %%
+# 冻结只是让 **以后** 的反向传播不再写入 ``.grad``。它不会清掉参数已有的梯度，而
+# 拿到了这个参数的优化器仍会用这个梯度更新它：优化器跳过的是 ``.grad`` 为 ``None``
+# 的参数，而不是不再需要梯度的参数。下面先做一次反向传播，让每个参数都有梯度，
+# 再冻结 ``conv1``，然后让持有全部参数的优化器走两步：
+
+model = Net().to(device)
+optimizer = optim.SGD(model.parameters(), lr=0.001, momentum=0.9)
+F.cross_entropy(model(inputs), labels).backward()
+model.conv1.requires_grad_(False)
+conv1_before = model.conv1.weight.detach().clone()
+for _ in range(2):
+    optimizer.step()
+print(f"conv1 frozen after backward(): .grad still set: {model.conv1.weight.grad is not None}, "
+      f"moved by optimizer.step(): {not torch.equal(model.conv1.weight, conv1_before)}")
+
+# %%
+# 所以，要在第一次反向传播之前冻结网络层，或者在冻结时清掉它们的梯度，并且只把要
+# 训练的参数交给优化器。
+
+# %%
 # 小结
 # ----
 #
-# * ``loss.backward()`` 把梯度加到 ``.grad`` 上，从不覆盖它。
+# * ``loss.backward()`` 把梯度加到 ``.grad`` 上（``.grad`` 为 ``None`` 时则直接
+#   设置它），从不覆盖已有的值。
 # * 每个更新步调用一次 ``optimizer.zero_grad()``，而且要在 ``loss.backward()``
 #   之前（通常放在循环开头）。
 # * 忘了调用它，``.grad`` 就成了过去所有梯度的累积和：SGD 像一个有动量、没有
 #   摩擦的球；再叠加 0.9 的动量，每一步的幅度又会变成原来的约 10 倍；用小批量
 #   训练时，更新步越来越大，直到损失失控。
-# * 只微调模型的一部分时，用 ``requires_grad_(False)`` 冻结其余部分，免得梯度
-#   在没有优化器清零的地方越积越多。
+# * 只微调模型的一部分时，在任何反向传播之前用 ``requires_grad_(False)`` 冻结
+#   其余部分（或者在冻结时清掉它们的梯度），并且只把要训练的参数交给优化器，免得
+#   梯度在没有优化器清零的地方越积越多，或者一直残留。
 #
 # 有时累积梯度恰恰是你想要的，例如想用内存装不下的大批量来训练；
 # 《:ref:`gradient_accumulation`》介绍了怎样有意地这样做。
@@ -450,5 +513,5 @@ print("frozen all but fc3, after backward():", len(parameters_with_gradient(mode
 # sphinx_gallery_thumbnail_number = 1
 
 # sphinx_gallery_start_ignore
-# Translates recipes/en/zeroing_out_gradients.py, English text 6483b000a54319d3 (make translation-status)
+# Translates recipes/en/zeroing_out_gradients.py, English text abd98ebb8e07d953 (make translation-status)
 # sphinx_gallery_end_ignore
