@@ -117,7 +117,7 @@ def test_short_training_runs_end_close(recipe_run, lang):
     runs = {m[1]: (int(m[2]), float(m[3]), float(m[4]), float(m[5])) for m in TRAINING.finditer(stdout)}
     assert set(runs) == {"bfloat16 .grad", "float32 buffer", "float64 buffer"}, runs
     assert len({run[:2] for run in runs.values()}) == 1  # same updates, same first loss
-    for updates, first, last, final in runs.values():
+    for updates, first, last, _final in runs.values():
         assert updates > 1 and last < first
     bfloat16, float32 = runs["bfloat16 .grad"][3], runs["float32 buffer"][3]
     assert abs(bfloat16 - float32) < 0.02 * float32  # "hard to tell apart"
