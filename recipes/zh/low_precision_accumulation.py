@@ -4,10 +4,10 @@
 低精度下的梯度累积
 ==================
 
-《:ref:`accumulation_in_practice`》用混合精度运行训练循环，其中没有任何数值溢出。
+《:ref:`accumulation_in_practice`》用混合精度运行训练循环，其中没有任何数值上溢。
 而在真实的低精度训练中，有两个问题是那个循环碰不到的：
 
-* 只要一个微批量的 ``float16`` 梯度溢出，``GradScaler`` 就会跳过整个窗口的
+* 只要一个微批量的 ``float16`` 梯度上溢，``GradScaler`` 就会跳过整个窗口的
   更新，而不管三七二十一照常调用的学习率调度器却继续前进；只有当被跳过的是整个
   训练的第一次更新时，PyTorch 才会给出警告；
 * 在 ``bfloat16`` 中求和的梯度会丢掉每个微批量的一部分贡献，``k`` 越大丢得
@@ -70,7 +70,7 @@ print(f"GradScaler defaults: initial scale {defaults.get_scale():.0f}, backoff f
 # 再执行一次 ``unscale_``、梯度裁剪、``scaler.step``、``scaler.update`` 和
 # ``zero_grad``。它的参数 ``spike_micro_batch`` 把某一个微批量的损失乘以一个很大
 # 的因子，模拟一次损失尖峰，大到无论在哪种设备上，这个微批量的 ``float16`` 反向
-# 传播都会溢出。
+# 传播都会上溢。
 
 VOCAB_SIZE = 32
 IGNORE_INDEX = -100  # F.cross_entropy 默认的 ignore_index
@@ -144,7 +144,7 @@ initial_weights = copy.deepcopy(make_model().state_dict())
 print(f"{len(micro_batches)} micro-batches per epoch, {len(windows)} updates per epoch")
 
 # %%
-# 一个溢出的窗口
+# 一个上溢的窗口
 # --------------
 #
 # ``train`` 用 AdamW 跑几次更新，带一个每次更新后调用的预热学习率调度，缩放器取
@@ -230,7 +230,7 @@ later_update_run = train(fresh_model(), windows[:6], spiking_updates=(4,))
 describe_spikes("skip on a later update", later_update_run)
 
 # %%
-# 两次运行中，出现尖峰的窗口都没有改变任何参数，一位也没有：一个微批量溢出的值
+# 两次运行中，出现尖峰的窗口都没有改变任何参数，一位也没有：一个微批量上溢的值
 # （inf，或 inf 相遇时产生的 nan）进入了梯度之和，于是 ``scaler.step`` 根本没有
 # 调用 ``optimizer.step()``，另外三个微批量的梯度也随之作废。``update()`` 把
 # 缩放因子减半，AdamW 的步数保持不变。而每次更新后都调用的调度器比优化器多数了
@@ -239,8 +239,9 @@ describe_spikes("skip on a later update", later_update_run)
 # 只有第一次运行得到了警告。``LRScheduler.step`` 只在第一次被调用时检查调用顺序，
 # 看 ``optimizer.step()`` 是否还从未运行过；训练中途的一次跳过会悄无声息地让学习率
 # 调度错位。有读者在先调用 ``scaler.step``、后调用 ``scheduler.step`` 的循环里
-# 遇到这个警告，在 `PyTorch 的问题跟踪系统 <https://github.com/pytorch/pytorch/issues/44511>`_
-# 里询问它为什么出现；缩放器也没有一个标志能说明它是否执行了更新步
+# 遇到这个警告，到 PyTorch 的问题跟踪系统里询问它为什么出现
+# （`这条讨论 <https://github.com/pytorch/pytorch/issues/44511>`_）；缩放器也没有
+# 一个标志能说明它是否执行了更新步
 # （`有人提出过这个需求 <https://github.com/pytorch/pytorch/issues/67590>`_）。
 # 能说明这一点的是缩放因子本身。
 #
@@ -570,7 +571,7 @@ print(f"{parameter_count} parameters: bfloat16 .grad {grad_bytes} bytes, float32
 #   顺序正确的循环里，不要屏蔽 PyTorch 关于 ``lr_scheduler.step()`` 在
 #   ``optimizer.step()`` 之前调用的警告：在那里，它说明第一次更新被跳过了。
 # * 如果一次训练的梯度承受不了初始缩放因子，就要预料到它开头的若干次更新会被
-#   跳过，每减半一次跳过一次；而任何一次训练，只要某个微批量溢出，就会丢掉一个
+#   跳过，每减半一次跳过一次；而任何一次训练，只要某个微批量上溢，就会丢掉一个
 #   窗口。
 # * 参数为 ``bfloat16`` 时，在 ``float32`` 缓冲区中对微批量的梯度求和：在测过的
 #   每个 ``k`` 下，它的误差都小于 ``float32`` 的 eps，代价是每个参数 4 个字节，
