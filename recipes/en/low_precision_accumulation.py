@@ -346,6 +346,8 @@ for init_scale in (2.0**16, 2.0**24):
 # Underflow: why ``float16`` needs the scale
 # ------------------------------------------
 #
+# The spiked window overflowed the top of ``float16``'s range; the scale is
+# there for the bottom of it, where small numbers underflow.
 # The parameters and their ``.grad`` stay ``float32`` under autocast; what runs
 # in ``float16`` in the backward pass are the gradients of the activations,
 # such as the logits' gradient: each token's softmax probabilities minus its
