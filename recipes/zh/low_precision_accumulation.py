@@ -585,5 +585,5 @@ print(f"{parameter_count} parameters: bfloat16 .grad {grad_bytes} bytes, float32
 # sphinx_gallery_thumbnail_number = 1
 
 # sphinx_gallery_start_ignore
-# Translates recipes/en/low_precision_accumulation.py, English text 250abfb018e733f1 (make translation-status)
+# Translates recipes/en/low_precision_accumulation.py, English text 80d3548872a8a771 (make translation-status)
 # sphinx_gallery_end_ignore
