@@ -27,7 +27,9 @@ RECIPE_ORDER = [
     "gradient_accumulation.py",
     "accumulation_in_practice.py",
     "low_precision_accumulation.py",
+    "optimizer_step_in_backward.py",
     "distributed_accumulation.py",
+    "distributed_pitfalls.py",
     "zero_grad_pitfalls.py",
 ]
 

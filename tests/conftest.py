@@ -8,11 +8,14 @@ import fcntl
 import json
 import os
 import re
+import shutil
+import signal
 import subprocess
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import psutil
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
@@ -87,6 +90,117 @@ COMPARISON = re.compile(r"^(.+?): (True|False) \(max abs difference (\S+)\)$", r
 def comparisons(stdout):
     """Every comparison a recipe printed, as {what: (allclose, max abs difference)}."""
     return {m[1]: (m[2] == "True", float(m[3])) for m in COMPARISON.finditer(stdout)}
+
+
+# -- Distributed recipes, run as distributed programs in an empty folder -------
+
+TORCHRUN = Path(sys.executable).with_name("torchrun")
+DISTRIBUTED_TIMEOUT = 240  # seconds; a run takes about 10 on a busy 2-core machine
+
+# Runs the script given as its argument with ``{owner}.{attribute}`` raising
+# in worker 1, the way a bug in one worker would; the recipes have no hook for
+# this. With ``exits_last``, worker 1 closes its connections first and stays
+# alive for three more seconds: worker 0 then fails ("Connection closed by
+# peer") and exits first, so that torch.multiprocessing's join() reports
+# worker 0.
+FAILING_WORKER = r"""
+import runpy, sys, threading, time
+import torch
+import torch.distributed as dist
+import {owner} as owner
+
+original = owner.{attribute}
+
+def failing(*args, **kwargs):
+    if dist.is_initialized() and dist.get_rank() == 1:{before_raising}
+        raise ValueError("deliberate failure in worker 1")
+    return original(*args, **kwargs)
+
+owner.{attribute} = failing
+script = sys.argv[1]
+sys.argv = [script]
+runpy.run_path(script, run_name="__main__")
+"""
+EXIT_LAST = """
+        threading.Thread(target=time.sleep, args=(3,)).start()
+        dist.destroy_process_group()"""
+
+
+def failing_worker(owner, attribute, exits_last=False):
+    """The text of a wrapper script that makes ``owner.attribute`` raise in worker 1."""
+    return FAILING_WORKER.format(owner=owner, attribute=attribute,
+                                 before_raising=EXIT_LAST if exits_last else "")
+
+
+# Runs the script given as its argument the way a notebook or the site build
+# would on a machine with a GPU for each worker: this machine pretends to have
+# two GPUs, and CUDA is touched before the script runs, as an earlier cell or
+# recipe does. The forked workers are then in bad fork and must not try nccl.
+CUDA_TOUCHED_BEFORE = r"""
+import runpy, sys
+import torch
+
+torch.cuda.device_count = lambda: 2  # a GPU for each of the two workers
+torch.cuda.is_available()  # what the first cell of any other recipe does: it poisons fork
+script = sys.argv[1]
+sys.argv = [script]
+runpy.run_path(script, run_name="__main__")
+"""
+CUDA_TOUCHED_BEFORE_FORK = "CUDA was initialised in this process before the workers were forked"
+
+
+def processes_using(folder):
+    """Processes still running (or unreaped) whose command line mentions ``folder``."""
+    found = []
+    for process in psutil.process_iter(["pid", "cmdline"]):
+        if process.pid != os.getpid() and any(str(folder) in part for part in process.info["cmdline"] or ()):
+            found.append(process)
+    return found
+
+
+def kill_and_check_leftovers(folder):
+    leftovers = processes_using(folder)
+    for leftover in leftovers:
+        leftover.kill()
+    assert not leftovers, f"processes left behind: {[p.info['cmdline'] for p in leftovers]}"
+
+
+def run_in(folder, command, **env):
+    """Run ``command`` in ``folder`` in smoke mode; fail on a hang or on a process left behind."""
+    process = subprocess.Popen(command, cwd=folder, env=smoke_env(**env), stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        stdout, stderr = process.communicate(timeout=DISTRIBUTED_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.communicate()
+        kill_and_check_leftovers(folder)
+        pytest.fail(f"{' '.join(map(str, command))} did not finish within {DISTRIBUTED_TIMEOUT} s (a hang?)")
+    kill_and_check_leftovers(folder)
+    return process.returncode, stdout, stderr
+
+
+def run_alone(script, lang="en"):
+    """Run ``script`` as the tests run every recipe (run_script); fail on a hang or a leftover."""
+    try:
+        run = run_script(script, script.parent, lang, timeout=DISTRIBUTED_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        kill_and_check_leftovers(script.parent)
+        pytest.fail(f"{script.name} did not finish within {DISTRIBUTED_TIMEOUT} s (a hang?)")
+    kill_and_check_leftovers(script.parent)
+    return run
+
+
+def copy_into_empty_folder(name, folder, lang="en"):
+    """A fresh folder holding only a copy of a recipe, the same file as the page's download."""
+    folder.mkdir()
+    script = folder / f"{name}.py"
+    shutil.copy(RECIPES / lang / f"{name}.py", script)
+    return script
+
+
+def under_torchrun(script, *arguments):
+    return [str(TORCHRUN), "--nproc_per_node=2", "--standalone", str(script), *map(str, arguments)]
 
 
 @pytest.fixture(scope="session")

@@ -7,71 +7,31 @@ hang, on a process left behind, or on a worker error that does not reach the
 surface.
 """
 
-import os
 import re
-import shutil
-import signal
 import subprocess
 import sys
-from pathlib import Path
 
-import psutil
 import pytest
 
-from conftest import LANGUAGES, RECIPES, REPO, comparisons, run_script, smoke_env
+from conftest import (
+    CUDA_TOUCHED_BEFORE,
+    CUDA_TOUCHED_BEFORE_FORK,
+    LANGUAGES,
+    REPO,
+    comparisons,
+    copy_into_empty_folder,
+    failing_worker,
+    run_alone,
+    run_in,
+    smoke_env,
+    under_torchrun,
+)
 from test_site import without_timings
 
 NAME = "distributed_accumulation"
 LOOPS = ("sync every micro-batch", "no_sync: forward and backward", "no_sync: backward only")
-TORCHRUN = Path(sys.executable).with_name("torchrun")
-TIMEOUT = 240  # seconds; a run takes about 10 on a busy 2-core machine
-
-# Runs the script given as its argument with SGD.step raising in worker 1, the
-# way a bug in one worker would; the recipe itself has no hook for this.
-FAILING_WORKER = r"""
-import runpy, sys
-import torch
-import torch.distributed as dist
-
-original_step = torch.optim.SGD.step
-
-def step(self, *args, **kwargs):
-    if dist.get_rank() == 1:
-        raise ValueError("deliberate failure in worker 1")
-    return original_step(self, *args, **kwargs)
-
-torch.optim.SGD.step = step
-script = sys.argv[1]
-sys.argv = [script]
-runpy.run_path(script, run_name="__main__")
-"""
-
-# The same failure, but worker 1 closes its connections first and stays alive
-# for three more seconds: worker 0 then fails ("Connection closed by peer") and
-# exits first, so that torch.multiprocessing's join() reports worker 0.
-FIRST_FAILURE_EXITS_LAST = FAILING_WORKER.replace(
-    """        raise ValueError""",
-    """        threading.Thread(target=time.sleep, args=(3,)).start()
-        dist.destroy_process_group()
-        raise ValueError""",
-).replace("import runpy, sys", "import runpy, sys, threading, time")
-
-
-# Runs the script given as its argument the way a notebook or the site build
-# would on a machine with a GPU for each worker: this machine pretends to have
-# two GPUs, and CUDA is touched before the script runs, as an earlier cell or
-# recipe does. The forked workers are then in bad fork and must not try nccl.
-CUDA_TOUCHED_BEFORE = r"""
-import runpy, sys
-import torch
-
-torch.cuda.device_count = lambda: 2  # a GPU for each of the two workers
-torch.cuda.is_available()  # what the first cell of any other recipe does: it poisons fork
-script = sys.argv[1]
-sys.argv = [script]
-runpy.run_path(script, run_name="__main__")
-"""
-CUDA_TOUCHED_BEFORE_FORK = "CUDA was initialised in this process before the workers were forked"
+FAILING_WORKER = failing_worker("torch.optim", "SGD.step")
+FIRST_FAILURE_EXITS_LAST = failing_worker("torch.optim", "SGD.step", exits_last=True)
 
 
 def allreduce_table(stdout):
@@ -138,67 +98,13 @@ def test_draws_one_figure_with_every_glyph(recipe_run, lang):
 # -- As a distributed program, in an empty folder -------------------------------
 
 
-def processes_using(folder):
-    """Processes still running (or unreaped) whose command line mentions ``folder``."""
-    found = []
-    for process in psutil.process_iter(["pid", "cmdline"]):
-        if process.pid != os.getpid() and any(str(folder) in part for part in process.info["cmdline"] or ()):
-            found.append(process)
-    return found
-
-
-def kill_and_check_leftovers(folder):
-    leftovers = processes_using(folder)
-    for leftover in leftovers:
-        leftover.kill()
-    assert not leftovers, f"processes left behind: {[p.info['cmdline'] for p in leftovers]}"
-
-
-def run_in(folder, command, **env):
-    """Run ``command`` in ``folder`` in smoke mode; fail on a hang or on a process left behind."""
-    process = subprocess.Popen(command, cwd=folder, env=smoke_env(**env), stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True, start_new_session=True)
-    try:
-        stdout, stderr = process.communicate(timeout=TIMEOUT)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.communicate()
-        kill_and_check_leftovers(folder)
-        pytest.fail(f"{' '.join(map(str, command))} did not finish within {TIMEOUT} s (a hang?)")
-    kill_and_check_leftovers(folder)
-    return process.returncode, stdout, stderr
-
-
-def run_alone(script):
-    """Run ``script`` as the tests run every recipe (conftest.run_script); fail on a hang or a leftover."""
-    try:
-        run = run_script(script, script.parent, "en", timeout=TIMEOUT)
-    except subprocess.TimeoutExpired:
-        kill_and_check_leftovers(script.parent)
-        pytest.fail(f"{script.name} did not finish within {TIMEOUT} s (a hang?)")
-    kill_and_check_leftovers(script.parent)
-    return run
-
-
-def copy_into_empty_folder(folder):
-    """A fresh folder holding only a copy of the recipe, the same file as the page's download."""
-    folder.mkdir()
-    script = folder / f"{NAME}.py"
-    shutil.copy(RECIPES / "en" / f"{NAME}.py", script)
-    return script
-
-
-def under_torchrun(script, *arguments):
-    return [str(TORCHRUN), "--nproc_per_node=2", "--standalone", str(script), *map(str, arguments)]
-
-
 def test_runs_alone_and_under_torchrun_with_the_same_results(tmp_path):
-    alone = copy_into_empty_folder(tmp_path / "alone")
+    alone = copy_into_empty_folder(NAME, tmp_path / "alone")
     alone_stdout = run_alone(alone).check().stdout
     assert sorted(p.name for p in alone.parent.iterdir()) == sorted([alone.name, "figures"]), \
         "the run left files behind"
 
-    script = copy_into_empty_folder(tmp_path / "torchrun")
+    script = copy_into_empty_folder(NAME, tmp_path / "torchrun")
     code, torchrun_stdout, stderr = run_in(script.parent, under_torchrun(script))
     assert code == 0, stderr
     assert re.search(r"^Backend: (gloo|nccl), world size: 2$", torchrun_stdout, re.M), torchrun_stdout
@@ -209,7 +115,7 @@ def test_runs_alone_and_under_torchrun_with_the_same_results(tmp_path):
 
 @pytest.mark.parametrize("launch", ["alone", "torchrun"])
 def test_a_worker_that_raises_fails_the_script_with_its_error(tmp_path, launch):
-    script = copy_into_empty_folder(tmp_path / "run")
+    script = copy_into_empty_folder(NAME, tmp_path / "run")
     wrapper = tmp_path / "failing_worker.py"
     wrapper.write_text(FAILING_WORKER)
     command = [sys.executable, str(wrapper), str(script)] if launch == "alone" else under_torchrun(wrapper, script)
@@ -222,7 +128,7 @@ def test_a_worker_that_raises_fails_the_script_with_its_error(tmp_path, launch):
 
 
 def test_the_first_failure_is_reported_even_when_another_worker_exits_first(tmp_path):
-    script = copy_into_empty_folder(tmp_path / "run")
+    script = copy_into_empty_folder(NAME, tmp_path / "run")
     wrapper = tmp_path / "failing_worker.py"
     wrapper.write_text(FIRST_FAILURE_EXITS_LAST)
     (tmp_path / "tmp").mkdir()
@@ -236,7 +142,7 @@ def test_the_first_failure_is_reported_even_when_another_worker_exits_first(tmp_
 
 def test_workers_forked_after_cuda_was_touched_fall_back_to_gloo_and_say_so(tmp_path):
     """The multi-GPU machine where the build (or a notebook) used CUDA first: no crash, no hang."""
-    script = copy_into_empty_folder(tmp_path / "run")
+    script = copy_into_empty_folder(NAME, tmp_path / "run")
     wrapper = tmp_path / "cuda_touched_before.py"
     wrapper.write_text(CUDA_TOUCHED_BEFORE)
     code, stdout, stderr = run_in(script.parent, [sys.executable, str(wrapper), str(script)])

@@ -484,6 +484,8 @@ print(f"token sum / window tokens: relative error {relative_error(token_weighted
 # with the differences between the micro-batches' token counts, and would
 # vanish if they were all equal. It is a bias, not noise that averages out:
 # at every update, the tokens of micro-batches with few tokens weigh more.
+# With several workers, the count to divide by is that of all workers:
+# :ref:`distributed_pitfalls` shows it under DDP.
 #
 # The last window of an epoch
 # ---------------------------
@@ -622,7 +624,8 @@ log_losses("total_loss += loss, one backward() on the sum", lambda loss: loss, b
 # take up is not measured here. Calling ``backward()`` once on the sum holds
 # the saved tensors of all four micro-batches at the same time, about ``k``
 # times the peak of the other loops: the memory that accumulation was meant to
-# save.
+# save. Where the rest of a step's memory goes, gradients and optimizer state
+# included, is measured in :ref:`optimizer_step_in_backward`.
 #
 # Everything together
 # -------------------

@@ -514,5 +514,8 @@ compare("FSDP2, set_requires_gradient_sync == full batch", results["FSDP2"], ref
 # * :ref:`accumulation_in_practice` puts accumulation into a real training
 #   loop, and :ref:`zero_grad_pitfalls` shows where ``zero_grad()`` belongs in
 #   it.
+# * :ref:`distributed_pitfalls` goes one step further: sequences of different
+#   lengths across workers, DDP options that break ``no_sync()``, and what
+#   FSDP2 communicates while it accumulates.
 
 # sphinx_gallery_thumbnail_number = 1

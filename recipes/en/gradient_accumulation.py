@@ -435,6 +435,8 @@ plt.show()
 # The memory that grows with the batch is mostly the activations saved for the
 # backward pass, and those are freed after each micro-batch's ``backward()``;
 # ``.grad`` itself has the size of the parameters whatever the batch size.
+# :ref:`optimizer_step_in_backward` measures what each of them weighs in one
+# step, and a way to avoid holding every gradient at once.
 # Accumulation does not make training faster: it lets a small device reproduce
 # the updates of a large batch, one micro-batch at a time.
 #

@@ -542,7 +542,9 @@ print(f"set_to_none=False takes {ratio:.1f}x as long as set_to_none=True")
 # picks the foreach implementation by itself, but ``zero_grad()`` only looks
 # at what was passed to the constructor. On any device, ``set_to_none=True``
 # also gives the gradients' memory back (to PyTorch's caching allocator, on a
-# GPU) until the next ``backward()``.
+# GPU) until the next ``backward()``. A loop can go further and free each
+# gradient during ``backward()`` itself, right after stepping its parameter,
+# with no ``zero_grad()`` at all: :ref:`optimizer_step_in_backward`.
 #
 # The price of the default is that code reading ``.grad`` after
 # ``zero_grad()`` must expect ``None``, and, as shown above, that a parameter

@@ -248,7 +248,7 @@ optimizer.zero_grad()
 # 是精确的，除非某个数上溢，或者小到无法表示；而凭 ``bfloat16`` 的范围，这里
 # 两种情况都没有发生。在 CPU 上，上面最后一行输出的是 ``True``。在 GPU 上用
 # ``float16`` 时，如果不缩放，最小的那些梯度就可能被舍入成零，两个梯度也就可能不同。
-# 如果 ``float16`` 梯度反过来溢出，会对一个窗口和学习率调度造成什么影响，
+# 如果 ``float16`` 梯度反过来上溢，会对一个窗口和学习率调度造成什么影响，
 # 《:ref:`low_precision_accumulation`》做了实测。
 #
 # 错误的顺序：每个微批量都反缩放
@@ -456,7 +456,8 @@ print(f"token sum / window tokens: relative error {relative_error(token_weighted
 # 按词元加权得到的梯度与整批梯度只差舍入误差。按微批量取平均的做法，在这个窗口
 # 里差了百分之几；各微批量的词元数相差越大，误差越大，如果它们完全相等，误差就会
 # 消失。这是一种偏差，而不是会被平均掉的噪声：每次更新时，词元少的微批量里的
-# 词元分量都更重。
+# 词元分量都更重。有多个工作进程时，要除以的是所有工作进程的词元总数：
+# 《:ref:`distributed_pitfalls`》在 DDP 下演示了这一点。
 #
 # 一轮的最后一个窗口
 # ------------------
@@ -587,7 +588,8 @@ log_losses("total_loss += loss, one backward() on the sum", lambda loss: loss, b
 # 保存的张量已经没有了（窗口结束后为 0 KiB），因为每次 ``backward()`` 都释放了
 # 它们；节点本身占用多少内存，这里没有测量。对总和只调用一次 ``backward()``，则会
 # 同时留住全部四个微批量保存的张量，峰值大约是其他循环的 ``k`` 倍：这正是梯度
-# 累积本来要省下的内存。
+# 累积本来要省下的内存。一个训练步的其余内存（包括梯度和优化器状态）花在哪里，
+# 见《:ref:`optimizer_step_in_backward`》中的测量。
 #
 # 组合起来
 # --------
@@ -686,5 +688,5 @@ plt.show()
 # sphinx_gallery_thumbnail_number = 1
 
 # sphinx_gallery_start_ignore
-# Translates recipes/en/accumulation_in_practice.py, English text 8819ed87b8f24f3b (make translation-status)
+# Translates recipes/en/accumulation_in_practice.py, English text 83d3006b57cc76d4 (make translation-status)
 # sphinx_gallery_end_ignore

@@ -481,9 +481,11 @@ compare("FSDP2, set_requires_gradient_sync == full batch", results["FSDP2"], ref
 # * ``torchrun --nproc_per_node=N`` 会把这个脚本本身作为 ``N`` 个工作进程运行。
 # * 《:ref:`accumulation_in_practice`》把梯度累积放进一个真正的训练循环，而
 #   《:ref:`zero_grad_pitfalls`》说明 ``zero_grad()`` 在其中应该放在哪里。
+# * 《:ref:`distributed_pitfalls`》更进一步：各工作进程上序列长短不一时怎么办，
+#   哪些 DDP 选项会破坏 ``no_sync()``，以及 FSDP2 在累积时要通信多少。
 
 # sphinx_gallery_thumbnail_number = 1
 
 # sphinx_gallery_start_ignore
-# Translates recipes/en/distributed_accumulation.py, English text 2bf1c1fca6b4aaba (make translation-status)
+# Translates recipes/en/distributed_accumulation.py, English text f4ff80789f862873 (make translation-status)
 # sphinx_gallery_end_ignore

@@ -394,7 +394,8 @@ plt.show()
 # 当想要的批量大小在内存里放不下时，就该用梯度累积：模型很大、序列很长、图像分辨率
 # 很高，或者 GPU 显存很小。随批量大小增长的内存，主要是为反向传播保存的激活值，而它们
 # 在每个微批量的 ``backward()`` 之后就被释放了；``.grad`` 本身的大小与参数相同，与
-# 批量大小无关。梯度累积并不会让训练变快，它让一台小设备一个微批量接一个微批量地
+# 批量大小无关。它们在一个训练步中各占多少内存，以及怎样避免同时存下全部梯度，见
+# 《:ref:`optimizer_step_in_backward`》。梯度累积并不会让训练变快，它让一台小设备一个微批量接一个微批量地
 # 复现大批量训练的每一次更新。
 #
 # 小结
@@ -417,5 +418,5 @@ plt.show()
 # sphinx_gallery_thumbnail_number = 1
 
 # sphinx_gallery_start_ignore
-# Translates recipes/en/gradient_accumulation.py, English text b4def5da446f6ca0 (make translation-status)
+# Translates recipes/en/gradient_accumulation.py, English text ecd0cc7a2f3382a2 (make translation-status)
 # sphinx_gallery_end_ignore

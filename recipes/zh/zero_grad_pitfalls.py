@@ -497,7 +497,9 @@ print(f"set_to_none=False takes {ratio:.1f}x as long as set_to_none=True")
 # 张量地清零。注意，默认的 ``foreach=None`` 并不够：在 CUDA 上，``step()`` 这时会
 # 自行选用 foreach 实现，但 ``zero_grad()`` 只看创建优化器时传入的值。无论在哪种
 # 设备上，``set_to_none=True`` 还会交还梯度占用的内存（在 GPU 上是交还给 PyTorch
-# 的缓存分配器），直到下一次 ``backward()``。
+# 的缓存分配器），直到下一次 ``backward()``。训练循环还可以更进一步：在
+# ``backward()`` 过程中，每个参数一更新完就释放它的梯度，完全不用
+# ``zero_grad()``，见《:ref:`optimizer_step_in_backward`》。
 #
 # 默认值的代价是：在 ``zero_grad()`` 之后读取 ``.grad`` 的代码必须考虑它为
 # ``None`` 的情况；另外，如上文所示，没有梯度的参数会被优化器跳过，而不是按零梯度
@@ -522,5 +524,5 @@ print(f"set_to_none=False takes {ratio:.1f}x as long as set_to_none=True")
 # sphinx_gallery_thumbnail_number = 1
 
 # sphinx_gallery_start_ignore
-# Translates recipes/en/zero_grad_pitfalls.py, English text 5ff0cc18b95a72e8 (make translation-status)
+# Translates recipes/en/zero_grad_pitfalls.py, English text ecf7b777384919c7 (make translation-status)
 # sphinx_gallery_end_ignore
