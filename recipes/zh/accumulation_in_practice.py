@@ -688,5 +688,5 @@ plt.show()
 # sphinx_gallery_thumbnail_number = 1
 
 # sphinx_gallery_start_ignore
-# Translates recipes/en/accumulation_in_practice.py, English text 83d3006b57cc76d4 (make translation-status)
+# Translates recipes/en/accumulation_in_practice.py, English text f34495ad9b3d1e4a (make translation-status)
 # sphinx_gallery_end_ignore
