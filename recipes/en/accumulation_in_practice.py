@@ -269,7 +269,9 @@ optimizer.zero_grad()
 # overflows or becomes too small to represent, and with the range of
 # ``bfloat16`` neither happened here. On a CPU the last line above says
 # ``True``. In ``float16``, on a GPU, the smallest gradients can round to zero
-# without the scale, and the two gradients can differ.
+# without the scale, and the two gradients can differ. What a ``float16``
+# gradient that overflows does to a window, and to the schedule, is measured
+# in :ref:`low_precision_accumulation`.
 #
 # The wrong order: unscaling every micro-batch
 # --------------------------------------------

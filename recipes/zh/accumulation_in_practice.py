@@ -255,6 +255,8 @@ optimizer.zero_grad()
 # 是精确的，除非某个数上溢，或者小到无法表示；而凭 ``bfloat16`` 的范围，这里
 # 两种情况都没有发生。在 CPU 上，上面最后一行输出的是 ``True``。在 GPU 上用
 # ``float16`` 时，如果不缩放，最小的那些梯度就可能被舍入成零，两个梯度也就可能不同。
+# 如果 ``float16`` 梯度反过来上溢，会对一个窗口和学习率调度造成什么影响，
+# 《:ref:`low_precision_accumulation`》做了实测。
 #
 # 错误的顺序：每个微批量都反缩放
 # ------------------------------
@@ -804,5 +806,5 @@ plt.show()
 # sphinx_gallery_thumbnail_number = 1
 
 # sphinx_gallery_start_ignore
-# Translates recipes/en/accumulation_in_practice.py, English text 28e7c1d728c0a45b (make translation-status)
+# Translates recipes/en/accumulation_in_practice.py, English text 6e7602a8989836ac (make translation-status)
 # sphinx_gallery_end_ignore
