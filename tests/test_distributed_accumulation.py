@@ -1,10 +1,9 @@
-"""The distributed accumulation recipe: what it demonstrates, and that it behaves as a distributed program.
+"""The distributed accumulation recipe: what it demonstrates, in both languages.
 
-The smoke runs (``recipe_run``) check the printed results in both languages.
-The other tests run a copy of the script (the same file as the page's
-download) in a fresh empty folder, alone and under ``torchrun``, and fail on a
-hang, on a process left behind, or on a worker error that does not reach the
-surface.
+The smoke runs (``recipe_run``) check the printed results; the last test checks
+that the build's execution record leaves fork usable for CUDA, which this
+recipe's self-started workers need. How the recipe behaves as a distributed
+program is tested in test_distributed_launch.py.
 """
 
 import re
@@ -14,24 +13,15 @@ import sys
 import pytest
 
 from conftest import (
-    CUDA_TOUCHED_BEFORE,
     CUDA_TOUCHED_BEFORE_FORK,
     LANGUAGES,
     REPO,
     comparisons,
-    copy_into_empty_folder,
-    failing_worker,
-    run_alone,
-    run_in,
     smoke_env,
-    under_torchrun,
 )
-from test_site import without_timings
 
 NAME = "distributed_accumulation"
 LOOPS = ("sync every micro-batch", "no_sync: forward and backward", "no_sync: backward only")
-FAILING_WORKER = failing_worker("torch.optim", "SGD.step")
-FIRST_FAILURE_EXITS_LAST = failing_worker("torch.optim", "SGD.step", exits_last=True)
 
 
 def allreduce_table(stdout):
@@ -119,61 +109,8 @@ def test_draws_one_figure_with_every_glyph(recipe_run, lang):
     assert "missing from font" not in run.stderr, run.stderr
 
 
-# -- As a distributed program, in an empty folder -------------------------------
-
-
-def test_runs_alone_and_under_torchrun_with_the_same_results(tmp_path):
-    alone = copy_into_empty_folder(NAME, tmp_path / "alone")
-    alone_stdout = run_alone(alone).check().stdout
-    assert sorted(p.name for p in alone.parent.iterdir()) == sorted([alone.name, "figures"]), \
-        "the run left files behind"
-
-    script = copy_into_empty_folder(NAME, tmp_path / "torchrun")
-    code, torchrun_stdout, stderr = run_in(script.parent, under_torchrun(script))
-    assert code == 0, stderr
-    assert re.search(r"^Backend: (gloo|nccl), world size: 2$", torchrun_stdout, re.M), torchrun_stdout
-    # Only rank 0 prints, and it prints what the script prints on its own.
-    assert without_timings(torchrun_stdout) == without_timings(alone_stdout)
-    assert [p.name for p in script.parent.iterdir()] == [script.name], "the run left files behind"
-
-
-@pytest.mark.parametrize("launch", ["alone", "torchrun"])
-def test_a_worker_that_raises_fails_the_script_with_its_error(tmp_path, launch):
-    script = copy_into_empty_folder(NAME, tmp_path / "run")
-    wrapper = tmp_path / "failing_worker.py"
-    wrapper.write_text(FAILING_WORKER)
-    command = [sys.executable, str(wrapper), str(script)] if launch == "alone" else under_torchrun(wrapper, script)
-    # torch.multiprocessing leaves a failed worker's traceback file in the temporary folder.
-    (tmp_path / "tmp").mkdir()
-    code, stdout, stderr = run_in(script.parent, command, TMPDIR=str(tmp_path / "tmp"))
-    assert code != 0
-    assert "ValueError: deliberate failure in worker 1" in stderr, stderr
-    assert "Using device" not in stdout, "the script went on after a worker failed"
-
-
-def test_the_first_failure_is_reported_even_when_another_worker_exits_first(tmp_path):
-    script = copy_into_empty_folder(NAME, tmp_path / "run")
-    wrapper = tmp_path / "failing_worker.py"
-    wrapper.write_text(FIRST_FAILURE_EXITS_LAST)
-    (tmp_path / "tmp").mkdir()
-    code, stdout, stderr = run_in(script.parent, [sys.executable, str(wrapper), str(script)],
-                                  TMPDIR=str(tmp_path / "tmp"))
-    assert code != 0
-    assert "-- Process 0 terminated" in stderr, "join() did not report worker 0 first: this tests nothing"
-    assert "RuntimeError: the first worker to fail was worker 1" in stderr, stderr
-    assert "ValueError: deliberate failure in worker 1" in stderr, stderr
-
-
-def test_workers_forked_after_cuda_was_touched_fall_back_to_gloo_and_say_so(tmp_path):
-    """The multi-GPU machine where the build (or a notebook) used CUDA first: no crash, no hang."""
-    script = copy_into_empty_folder(NAME, tmp_path / "run")
-    wrapper = tmp_path / "cuda_touched_before.py"
-    wrapper.write_text(CUDA_TOUCHED_BEFORE)
-    code, stdout, stderr = run_in(script.parent, [sys.executable, str(wrapper), str(script)])
-    assert code == 0, stderr
-    assert CUDA_TOUCHED_BEFORE_FORK in stdout, stdout
-    assert re.search(r"^Using device: cpu$", stdout, re.M), stdout
-    assert re.search(r"^Backend: gloo, world size: 2$", stdout, re.M), stdout
+# Run as a distributed program (alone, under torchrun, failing workers, CUDA touched before
+# the fork): tests/test_distributed_launch.py, for every distributed recipe.
 
 
 def test_the_builds_execution_record_leaves_fork_usable_for_cuda():
