@@ -109,7 +109,7 @@ def test_frozen_layers_get_no_gradient(recipe_run, lang):
 def test_a_stopped_run_says_what_overflowed(recipe_run, lang):
     """Where the loss stops being finite, the line names the largest output and whether the weights are finite."""
     stdout = recipe_run("zeroing_out_gradients", lang).stdout
-    stopped = re.search(r"^Non-finite loss \((\w+)\) at .*: largest output (\S+), weights finite after this step: "
+    stopped = re.search(r"^Non-finite loss \((\w+)\) at .*: largest output (\S+), weights all finite: "
                         r"(True|False)\. Stopping this run\.$", stdout, re.M)
     if "Non-finite loss" in stdout:
         assert stopped, stdout
@@ -143,7 +143,7 @@ def test_counts_the_classes_each_network_predicts(recipe_run, lang):
     assert match, stdout
     with_zero_grad, without = int(match[1]), int(match[2])
     assert 1 <= without <= 10 and 1 <= with_zero_grad <= 10
-    if re.search(r"weights finite after this step: False", stdout):
+    if re.search(r"weights all finite: False", stdout):
         assert without == 1  # nan weights give every image the same answer
 
 

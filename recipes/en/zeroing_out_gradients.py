@@ -232,16 +232,15 @@ def train(model, zero_grad, epochs=2):
                 optimizer.zero_grad()  # forget the previous mini-batch's gradients
             outputs = model(inputs)
             loss = criterion(outputs, labels)
-            loss.backward()  # adds this mini-batch's gradients to .grad
-            optimizer.step()
-
             losses.append(loss.item())
             if not math.isfinite(losses[-1]):
                 finite_weights = all(p.isfinite().all() for p in model.parameters())
                 print(f"Non-finite loss ({losses[-1]}) at epoch {epoch + 1}, batch {i + 1} "
                       f"(step {len(losses):,}): largest output {outputs.abs().max().item():.3g}, "
-                      f"weights finite after this step: {finite_weights}. Stopping this run.")
+                      f"weights all finite: {finite_weights}. Stopping this run.")
                 return losses, sizes
+            loss.backward()  # adds this mini-batch's gradients to .grad
+            optimizer.step()
             running_loss += losses[-1]
             if i % PRINT_EVERY == PRINT_EVERY - 1:
                 grad = size(p.grad for p in model.parameters())

@@ -217,16 +217,15 @@ def train(model, zero_grad, epochs=2):
                 optimizer.zero_grad()  # 清零上一个小批量留下的梯度
             outputs = model(inputs)
             loss = criterion(outputs, labels)
-            loss.backward()  # 把这个小批量的梯度加到 .grad 上
-            optimizer.step()
-
             losses.append(loss.item())
             if not math.isfinite(losses[-1]):
                 finite_weights = all(p.isfinite().all() for p in model.parameters())
                 print(f"Non-finite loss ({losses[-1]}) at epoch {epoch + 1}, batch {i + 1} "
                       f"(step {len(losses):,}): largest output {outputs.abs().max().item():.3g}, "
-                      f"weights finite after this step: {finite_weights}. Stopping this run.")
+                      f"weights all finite: {finite_weights}. Stopping this run.")
                 return losses, sizes
+            loss.backward()  # 把这个小批量的梯度加到 .grad 上
+            optimizer.step()
             running_loss += losses[-1]
             if i % PRINT_EVERY == PRINT_EVERY - 1:
                 grad = size(p.grad for p in model.parameters())
@@ -513,5 +512,5 @@ print(f"conv1 frozen after backward(): .grad still set: {model.conv1.weight.grad
 # sphinx_gallery_thumbnail_number = 1
 
 # sphinx_gallery_start_ignore
-# Translates recipes/en/zeroing_out_gradients.py, English text abd98ebb8e07d953 (make translation-status)
+# Translates recipes/en/zeroing_out_gradients.py, English text c0b3eddd44ba8407 (make translation-status)
 # sphinx_gallery_end_ignore
