@@ -22,6 +22,7 @@ RECIPE=...``) has no output to check against and is skipped.
 """
 
 import io
+import os
 import re
 import sys
 import tokenize
@@ -109,9 +110,7 @@ def nearest(number, printed):
     if not isinstance(target, Decimal) or not numeric:
         return list(dict.fromkeys(printed))[:3]
     scale = abs(target) or Decimal(1)
-    ranked = sorted(numeric, key=lambda p: (abs(numeric[p] - target) / scale, p))
-    unique = list(dict.fromkeys(ranked))
-    return unique[:3]
+    return sorted(numeric, key=lambda p: (abs(numeric[p] - target) / scale, p))[:3]
 
 
 def page_numbers(doctree):
@@ -159,8 +158,6 @@ SAID_SKIPPED = []
 
 
 def skip_reason(app):
-    import os
-
     if os.environ.get("ZERO_GRAD_SMOKE") == "1":
         return "smoke mode: its numbers differ from a real run by design"
     gallery_conf = getattr(app.config, "sphinx_gallery_conf", None) or {}
