@@ -174,6 +174,8 @@ def check_page(app, doctree):
             SAID_SKIPPED.append(reason)
         return
     docname = app.env.docname
+    # Sphinx reads this page again when the list of constants changes.
+    app.env.note_dependency(str(Path(app.config.prose_numbers_constants).resolve()))
     prose, code, output, recipe = page_numbers(doctree)
     if recipe and not output:
         return  # not executed in this build: nothing to check against
